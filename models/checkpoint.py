@@ -1,0 +1,272 @@
+"""The checkpoint format: one self-contained file the server can use with nothing else.
+
+A checkpoint is a plain dict (loadable with ``weights_only=True``)::
+
+    format, format_version      what this file is, and which version of this layout
+    arch, model_args            build_model(arch, **model_args) rebuilds the network
+    state_dict                  the weights
+    classes                     class names in index order
+    input                       {"height", "width", "channels", "mean", "std"}
+    metrics                     test/validation figures recorded by training
+    train_args                  the training command's arguments
+    torch_version, created_at   provenance
+    training_state (optional)   optimizer, scheduler, epoch... for --resume only
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import logging
+import os
+import pickle
+import tempfile
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from models.networks import build_model, count_parameters
+
+logger = logging.getLogger(__name__)
+
+FORMAT_NAME = "fashion-mnist-classifier"
+FORMAT_VERSION = 1
+FASHION_MNIST_CLASSES: tuple[str, ...] = (
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+)
+# Pixel mean and std of the 60,000 Fashion-MNIST training images, scaled to 0..1.
+FASHION_MNIST_MEAN = (0.2860,)
+FASHION_MNIST_STD = (0.3530,)
+
+
+class CheckpointError(Exception):
+    """A model file that cannot be used; the message names the path and the reason."""
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """What the network expects: image size, channels and normalisation."""
+
+    height: int = 28
+    width: int = 28
+    channels: int = 1
+    mean: tuple[float, ...] = FASHION_MNIST_MEAN
+    std: tuple[float, ...] = FASHION_MNIST_STD
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "height": self.height,
+            "width": self.width,
+            "channels": self.channels,
+            "mean": list(self.mean),
+            "std": list(self.std),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> InputSpec:
+        return cls(
+            height=int(data["height"]),
+            width=int(data["width"]),
+            channels=int(data["channels"]),
+            mean=tuple(float(v) for v in data["mean"]),
+            std=tuple(float(v) for v in data["std"]),
+        )
+
+
+# The tutorial trains on ToTensor() output: 0..1 with no normalisation.
+TUTORIAL_INPUT = InputSpec(mean=(0.0,), std=(1.0,))
+
+
+@dataclass
+class LoadedModel:
+    """A network rebuilt from a checkpoint, in eval mode, with the file's metadata."""
+
+    model: nn.Module
+    arch: str
+    model_args: dict[str, Any]
+    classes: list[str]
+    input_spec: InputSpec
+    path: Path
+    sha256: str
+    metrics: dict[str, Any] = field(default_factory=dict)
+    train_args: dict[str, Any] = field(default_factory=dict)
+    torch_version: str | None = None
+    created_at: str | None = None
+    format_version: int | None = None  # None for a bare state dict
+
+    @property
+    def version(self) -> str:
+        """The model version: the first 12 hex digits of the file's SHA-256."""
+        return self.sha256[:12]
+
+    @property
+    def num_parameters(self) -> int:
+        return count_parameters(self.model)
+
+
+def make_checkpoint(
+    model: nn.Module,
+    arch: str,
+    model_args: dict[str, Any],
+    classes: list[str] | tuple[str, ...],
+    input_spec: InputSpec,
+    metrics: dict[str, Any] | None = None,
+    train_args: dict[str, Any] | None = None,
+    training_state: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Assemble a checkpoint dict in the current format."""
+    checkpoint: dict[str, Any] = {
+        "format": FORMAT_NAME,
+        "format_version": FORMAT_VERSION,
+        "arch": arch,
+        "model_args": dict(model_args),
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "classes": list(classes),
+        "input": input_spec.to_dict(),
+        "metrics": metrics or {},
+        "train_args": train_args or {},
+        "torch_version": str(torch.__version__),
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+    if training_state is not None:
+        checkpoint["training_state"] = training_state
+    return checkpoint
+
+
+def save_checkpoint(checkpoint: dict[str, Any], path: str | os.PathLike[str]) -> None:
+    """Write atomically: a temporary file in the same folder, fsync, then rename over ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            torch.save(checkpoint, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp_name, path)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0][:200] if text else type(exc).__name__
+
+
+def read_checkpoint(path: str | os.PathLike[str]) -> tuple[Any, str]:
+    """Load the raw object with ``weights_only=True``; returns it and the file's SHA-256."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: model file not found") from None
+    except IsADirectoryError:
+        raise CheckpointError(f"{path}: is a folder, not a model file") from None
+    except OSError as exc:
+        raise CheckpointError(f"{path}: cannot read the file ({exc.strerror})") from None
+    if not data:
+        raise CheckpointError(f"{path}: the file is empty")
+    sha256 = hashlib.sha256(data).hexdigest()
+    try:
+        obj = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        if "weights only" in str(exc).lower():
+            raise CheckpointError(
+                f"{path}: refused: the file holds objects other than weights and plain data "
+                "(it may run code when unpickled); only checkpoints written by our training "
+                "job or torch.save(model.state_dict()) are accepted"
+            ) from None
+        raise CheckpointError(f"{path}: corrupt checkpoint ({_first_line(exc)})") from None
+    except Exception as exc:
+        raise CheckpointError(f"{path}: corrupt or not a PyTorch checkpoint ({_first_line(exc)})") from None
+    return obj, sha256
+
+
+def _is_bare_state_dict(obj: Any) -> bool:
+    return (
+        isinstance(obj, dict)
+        and bool(obj)
+        and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items())
+    )
+
+
+def _build(path: Path, arch: str, model_args: dict[str, Any], state_dict: Any) -> nn.Module:
+    try:
+        model = build_model(arch, **model_args)
+    except ValueError as exc:
+        raise CheckpointError(f"{path}: {exc}") from None
+    except TypeError as exc:
+        raise CheckpointError(f"{path}: bad model_args for {arch!r} ({exc})") from None
+    try:
+        model.load_state_dict(state_dict)
+    except (RuntimeError, TypeError, AttributeError) as exc:
+        raise CheckpointError(f"{path}: the weights do not fit arch {arch!r} ({_first_line(exc)})") from None
+    return model.eval()
+
+
+def load_checkpoint(path: str | os.PathLike[str]) -> LoadedModel:
+    """Rebuild the network from a checkpoint file alone, on the CPU, in eval mode."""
+    path = Path(path)
+    obj, sha256 = read_checkpoint(path)
+    if _is_bare_state_dict(obj):
+        logger.warning(
+            "%s is a bare state dict: loading it as the tutorial's 'mlp' with the ten "
+            "Fashion-MNIST classes and the tutorial's preprocessing (ToTensor, no "
+            "normalisation)",
+            path,
+        )
+        model = _build(path, "mlp", {}, obj)
+        return LoadedModel(
+            model=model,
+            arch="mlp",
+            model_args={},
+            classes=list(FASHION_MNIST_CLASSES),
+            input_spec=TUTORIAL_INPUT,
+            path=path,
+            sha256=sha256,
+        )
+    if not isinstance(obj, dict) or obj.get("format") != FORMAT_NAME:
+        raise CheckpointError(f"{path}: not a {FORMAT_NAME} checkpoint or a bare state dict")
+    version = obj.get("format_version")
+    if version != FORMAT_VERSION:
+        raise CheckpointError(
+            f"{path}: checkpoint format version {version!r} is not supported "
+            f"(this code reads version {FORMAT_VERSION})"
+        )
+    try:
+        arch = str(obj["arch"])
+        model_args = dict(obj.get("model_args") or {})
+        classes = [str(c) for c in obj["classes"]]
+        input_spec = InputSpec.from_dict(obj["input"])
+        state_dict = obj["state_dict"]
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CheckpointError(f"{path}: checkpoint is missing or has a bad field ({exc})") from None
+    model = _build(path, arch, model_args, state_dict)
+    return LoadedModel(
+        model=model,
+        arch=arch,
+        model_args=model_args,
+        classes=classes,
+        input_spec=input_spec,
+        path=path,
+        sha256=sha256,
+        metrics=dict(obj.get("metrics") or {}),
+        train_args=dict(obj.get("train_args") or {}),
+        torch_version=obj.get("torch_version"),
+        created_at=obj.get("created_at"),
+        format_version=version,
+    )

@@ -1,0 +1,194 @@
+"""Image preprocessing shared by training (custom images) and serving.
+
+Both paths go through :func:`to_model_image` and :func:`normalize`, so a picture seen
+by the server becomes exactly the tensor the network saw in training and evaluation.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+INPUT_SIZE = 28
+DEFAULT_MAX_PIXELS = 16_000_000
+InvertMode = Literal["auto", "true", "false"]
+INVERT_MODES: tuple[str, ...] = ("auto", "true", "false")
+
+# A border pixel brighter than this counts as "light" background.
+_LIGHT = 128
+# Invert when more than this share of the border is light. Fashion-MNIST items can touch
+# the frame (a wide pullover, a bag), but the background is black on most of the border.
+_LIGHT_BORDER_SHARE = 0.5
+# After inversion, pixels at or below this are background when trimming (JPEG noise).
+_TRIM_THRESHOLD = 24
+
+
+class ImageError(ValueError):
+    """The bytes or picture cannot be turned into a model input; the message says why."""
+
+
+class EmptyImageError(ImageError):
+    """Zero bytes."""
+
+
+class NotAnImageError(ImageError):
+    """A recognisable file type that is not an image (PDF, SVG, text, ...)."""
+
+
+class CorruptImageError(ImageError):
+    """Bytes that Pillow cannot decode: not an image, truncated, or damaged."""
+
+
+class ImageTooLargeError(ImageError):
+    """More pixels than allowed (a decompression bomb, or just too big)."""
+
+
+@dataclass(frozen=True)
+class Preprocessed:
+    """A network input and what was done to produce it."""
+
+    tensor: torch.Tensor  # float32, 1 x 28 x 28, normalised
+    original_size: tuple[int, int]  # (width, height) as uploaded
+    inverted: bool
+
+
+def _sniff_non_image(data: bytes) -> str | None:
+    head = data[:512].lstrip()
+    lowered = head.lower()
+    if head.startswith(b"%PDF"):
+        return "PDF"
+    if b"<svg" in lowered:
+        return "SVG"
+    if lowered.startswith((b"<!doctype html", b"<html")):
+        return "HTML"
+    if head[:1] in (b"{", b"["):
+        return "JSON"
+    try:
+        text = data[:4096].decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    if text and all(ch.isprintable() or ch in "\r\n\t" for ch in text):
+        return "text"
+    return None
+
+
+def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
+    """Decode uploaded bytes with Pillow; the pixel limit is checked before pixels are decoded."""
+    if not data:
+        raise EmptyImageError("the file is empty")
+    try:
+        image = Image.open(io.BytesIO(data))
+    except (UnidentifiedImageError, Image.DecompressionBombError) as exc:
+        kind = _sniff_non_image(data)
+        if kind is not None:
+            raise NotAnImageError(f"the file is {kind}, not an image") from exc
+        if isinstance(exc, Image.DecompressionBombError):
+            raise ImageTooLargeError(f"the image has more than {max_pixels} pixels") from exc
+        raise CorruptImageError("the file is not a decodable image") from exc
+    except Exception as exc:  # Pillow raises many types on hostile headers
+        raise CorruptImageError("the file is not a decodable image") from exc
+    width, height = image.size
+    if width * height > max_pixels:
+        raise ImageTooLargeError(
+            f"the image has {width}x{height} pixels, more than the limit of {max_pixels}"
+        )
+    if width < 1 or height < 1:
+        raise CorruptImageError("the image has no pixels")
+    try:
+        with warnings.catch_warnings():
+            # Our own limit above replaces Pillow's bomb warning.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image.load()  # first frame only, for GIF/WebP/TIFF animations and pages
+    except Exception as exc:
+        raise CorruptImageError("the image is truncated or damaged") from exc
+    return image
+
+
+def to_grayscale(image: Image.Image) -> Image.Image:
+    """8-bit grayscale: EXIF orientation applied, deep modes rescaled, alpha composited on black."""
+    # A bogus EXIF block must not reject a valid picture.
+    with contextlib.suppress(Exception):
+        image = ImageOps.exif_transpose(image) or image
+    mode = image.mode
+    if mode == "L":
+        return image
+    if mode in ("I", "F") or mode.startswith("I;16"):
+        pixels = np.asarray(image, dtype=np.float64)
+        if mode == "F":
+            # Float images are either 0..1 or 0..255.
+            scale = 255.0 if np.nanmax(pixels, initial=0.0) <= 1.0 else 1.0
+        elif mode.startswith("I;16") or np.nanmax(pixels, initial=0.0) > 255:
+            scale = 255.0 / 65535.0
+        else:
+            scale = 1.0
+        pixels = np.nan_to_num(pixels * scale, nan=0.0)
+        return Image.fromarray(np.clip(np.rint(pixels), 0, 255).astype(np.uint8), mode="L")
+    has_alpha = mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in image.info
+    if has_alpha:
+        rgba = image.convert("RGBA")
+        black = Image.new("RGBA", rgba.size, (0, 0, 0, 255))
+        return Image.alpha_composite(black, rgba).convert("L")
+    return image.convert("L")
+
+
+def _border_is_light(pixels: np.ndarray) -> bool:
+    border = np.concatenate([pixels[0], pixels[-1], pixels[1:-1, 0], pixels[1:-1, -1]])
+    return bool((border >= _LIGHT).mean() > _LIGHT_BORDER_SHARE)
+
+
+def to_model_image(image: Image.Image, invert: InvertMode = "auto") -> tuple[Image.Image, bool]:
+    """Grayscale, light-on-black, 28x28. Returns the image and whether it was inverted.
+
+    Images of another size are trimmed to their content and fitted into 28x28 keeping the
+    aspect ratio, centred on black: the way Fashion-MNIST itself was made.
+    """
+    if invert not in INVERT_MODES:
+        raise ValueError(f"invert must be one of {', '.join(INVERT_MODES)}, not {invert!r}")
+    gray = to_grayscale(image)
+    inverted = _border_is_light(np.asarray(gray)) if invert == "auto" else invert == "true"
+    if inverted:
+        gray = ImageOps.invert(gray)
+    if gray.size == (INPUT_SIZE, INPUT_SIZE):
+        return gray, inverted
+    box = gray.point(lambda p: 255 if p > _TRIM_THRESHOLD else 0).getbbox()
+    if box is not None:
+        gray = gray.crop(box)
+    fitted = ImageOps.contain(gray, (INPUT_SIZE, INPUT_SIZE), Image.Resampling.LANCZOS)
+    canvas = Image.new("L", (INPUT_SIZE, INPUT_SIZE), 0)
+    canvas.paste(fitted, ((INPUT_SIZE - fitted.width) // 2, (INPUT_SIZE - fitted.height) // 2))
+    return canvas, inverted
+
+
+def pixels_to_tensor(image: Image.Image) -> torch.Tensor:
+    """A 28x28 L image as a uint8 tensor of shape 28 x 28."""
+    return torch.from_numpy(np.array(image, dtype=np.uint8, copy=True))
+
+
+def normalize(pixels: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
+    """uint8 pixels (any leading shape, channel dim of 1 or none) to normalised float32.
+
+    The one place the scaling happens, for training batches and served images alike.
+    """
+    x = pixels.to(torch.float32).div_(255.0)
+    return x.sub_(float(mean[0])).div_(float(std[0]))
+
+
+def preprocess(
+    image: Image.Image,
+    mean: Sequence[float],
+    std: Sequence[float],
+    invert: InvertMode = "auto",
+) -> Preprocessed:
+    """A decoded picture to a normalised 1x28x28 tensor, as the network expects it."""
+    original_size = (image.width, image.height)
+    model_image, inverted = to_model_image(image, invert)
+    tensor = normalize(pixels_to_tensor(model_image), mean, std).unsqueeze(0)
+    return Preprocessed(tensor=tensor, original_size=original_size, inverted=inverted)

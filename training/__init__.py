@@ -1,0 +1,1 @@
+"""The offline training job: python -m training."""

@@ -1,0 +1,364 @@
+"""Train a Fashion-MNIST classifier and write a self-contained checkpoint.
+
+    python -m training --data-dir ../shared/datasets/fashion-mnist       # default CNN
+    python -m training --preset quickstart --data-dir ...                # the tutorial's MLP
+    python -m training --images DIR --annotations labels.csv             # your own images
+
+Read top to bottom: train_one_epoch, evaluate, main (arguments: training/config.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from tqdm import tqdm
+
+from models.checkpoint import (
+    InputSpec,
+    make_checkpoint,
+    read_checkpoint,
+    save_checkpoint,
+)
+from models.networks import build_model, count_parameters
+from models.preprocessing import normalize
+from training import report
+from training.augment import random_erasing, random_hflip, random_shift
+from training.config import RESUME_OVERRIDES
+from training.data import load_data, stratified_split
+
+logger = logging.getLogger("training")
+
+
+def select_device(name: str) -> torch.device:
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise SystemExit(f"error: --device {name}: CUDA is not available on this machine")
+    return device
+
+
+def augment(x: torch.Tensor, args: argparse.Namespace, generator: torch.Generator) -> torch.Tensor:
+    x = random_shift(x, args.random_shift, generator)
+    x = random_hflip(x, args.hflip, generator)
+    return x
+
+
+def train_one_epoch(
+    model: nn.Module,
+    criterion: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    ema: AveragedModel | None,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    input_spec: InputSpec,
+    args: argparse.Namespace,
+    epoch: int,
+    device: torch.device,
+) -> float:
+    """One pass over the training tensor in a seeded random order; returns the mean loss."""
+    model.train()
+    # One generator per epoch, seeded from (seed, epoch): a resumed run replays the same
+    # order, augmentation and dropout as an uninterrupted one.
+    generator = torch.Generator().manual_seed(args.seed * 100_003 + epoch)
+    torch.manual_seed(args.seed * 100_003 + epoch)
+    order = torch.randperm(len(images), generator=generator)
+    batches = list(order.split(args.batch_size))
+    if args.dry_run:
+        batches = batches[:3]
+    total, count = 0.0, 0
+    bar = tqdm(batches, desc=f"epoch {epoch + 1}/{args.epochs}", leave=False, disable=args.quiet)
+    for index in bar:
+        x = images[index].to(device, non_blocking=True).unsqueeze(1)
+        y = labels[index].to(device, non_blocking=True)
+        x = augment(x, args, generator)
+        x = normalize(x, input_spec.mean, input_spec.std)
+        x = random_erasing(x, args.random_erasing, generator)
+        x = x.contiguous(memory_format=torch.channels_last)
+        loss = criterion(model(x), y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if scheduler is not None:
+            scheduler.step()
+        if ema is not None:
+            ema.update_parameters(model)
+        total += loss.item() * len(index)
+        count += len(index)
+        bar.set_postfix(loss=f"{total / count:.4f}")
+    if not math.isfinite(total):
+        raise SystemExit(f"error: the training loss diverged in epoch {epoch + 1}; lower --lr")
+    return total / max(count, 1)
+
+
+@torch.inference_mode()
+def evaluate(
+    model: nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    input_spec: InputSpec,
+    batch_size: int,
+    device: torch.device,
+    max_batches: int | None = None,
+) -> dict[str, Any]:
+    """Loss, accuracy and the predictions of ``model`` on a uint8 image tensor."""
+    model.eval()
+    criterion = nn.CrossEntropyLoss(reduction="sum")
+    loss, predictions = 0.0, []
+    chunks = list(zip(images.split(batch_size), labels.split(batch_size), strict=True))
+    if max_batches is not None:
+        chunks = chunks[:max_batches]
+    seen = 0
+    for x, y in chunks:
+        x = normalize(x.to(device).unsqueeze(1), input_spec.mean, input_spec.std)
+        logits = model(x.contiguous(memory_format=torch.channels_last))
+        y = y.to(device)
+        loss += criterion(logits, y).item()
+        predictions.append(logits.argmax(1).cpu())
+        seen += len(y)
+    predicted = torch.cat(predictions) if predictions else torch.empty(0, dtype=torch.int64)
+    correct = int((predicted == labels[:seen]).sum())
+    return {
+        "loss": loss / max(seen, 1),
+        "accuracy": correct / max(seen, 1),
+        "predictions": predicted,
+        "count": seen,
+    }
+
+
+def make_optimizer(model: nn.Module, args: argparse.Namespace, steps: int) -> tuple[Any, Any]:
+    if args.opt == "sgd":
+        optimizer: torch.optim.Optimizer = torch.optim.SGD(
+            model.parameters(),
+            lr=args.lr,
+            momentum=args.momentum,
+            nesterov=args.nesterov and args.momentum > 0,
+            weight_decay=args.weight_decay,
+        )
+    else:
+        optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
+    scheduler: Any = None
+    if args.lr_scheduler == "onecycle":
+        scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=args.lr, total_steps=steps)
+    elif args.lr_scheduler == "cosine":
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps)
+    return optimizer, scheduler
+
+
+def main(args: argparse.Namespace) -> dict[str, Any]:
+    """Train, select on validation, evaluate the test set once, write checkpoint and report."""
+    started = time.perf_counter()
+    resume_state: dict[str, Any] | None = None
+    if args.resume:
+        saved, _ = read_checkpoint(args.resume)
+        if not isinstance(saved, dict) or "training_state" not in saved:
+            raise SystemExit(f"error: {args.resume}: not a resumable checkpoint (no training state)")
+        resume_state = saved
+        kept = {k: getattr(args, k) for k in RESUME_OVERRIDES}
+        args = argparse.Namespace(**{**saved["train_args"], **kept})
+    if args.dry_run:
+        args.epochs = 1
+    threads = args.threads or (
+        len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    )
+    torch.set_num_threads(threads)
+    device = select_device(args.device)
+    output = Path(args.output)
+    resume_path = report.companion(output, ".resume.pth")
+
+    data = load_data(args)
+    images, labels = data["train"]
+    classes: list[str] = data["classes"]
+    train_idx, val_idx = stratified_split(labels, args.val_size, args.seed)
+    train_images, train_labels = images[train_idx], labels[train_idx]
+    val_images, val_labels = images[val_idx], labels[val_idx]
+    if args.normalize:
+        pixels = train_images.to(torch.float64) / 255
+        input_spec = InputSpec(mean=(round(float(pixels.mean()), 4),), std=(round(float(pixels.std()), 4),))
+    else:
+        input_spec = InputSpec(mean=(0.0,), std=(1.0,))
+    train_images, train_labels = train_images.to(device), train_labels.to(device)
+
+    torch.manual_seed(args.seed)
+    model_args = dict(args.model_args, num_classes=len(classes))
+    model = build_model(args.arch, **model_args).to(device, memory_format=torch.channels_last)
+    steps_per_epoch = math.ceil(len(train_images) / args.batch_size)
+    if args.dry_run:
+        steps_per_epoch = min(steps_per_epoch, 3)
+    optimizer, scheduler = make_optimizer(model, args, args.epochs * steps_per_epoch)
+    ema = None
+    if args.ema_decay > 0:
+        ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(args.ema_decay), use_buffers=True)
+    criterion = nn.CrossEntropyLoss(label_smoothing=args.label_smoothing)
+    history: list[dict[str, Any]] = []
+    best: dict[str, Any] = {"accuracy": -1.0, "epoch": -1, "state_dict": None}
+    start_epoch, elapsed_before = 0, 0.0
+    if resume_state is not None:
+        model.load_state_dict(resume_state["state_dict"])
+        state = resume_state["training_state"]
+        optimizer.load_state_dict(state["optimizer"])
+        if scheduler is not None:
+            scheduler.load_state_dict(state["scheduler"])
+        if ema is not None:
+            ema.load_state_dict(state["ema"])
+        history, best = state["history"], state["best"]
+        start_epoch, elapsed_before = state["epoch"], state["elapsed_s"]
+        logger.info("resuming %s at epoch %d of %d", args.resume, start_epoch + 1, args.epochs)
+    logger.info(
+        "training %s (%d parameters) on %s with %d threads: %d train, %d validation images",
+        args.arch,
+        count_parameters(model),
+        device,
+        torch.get_num_threads(),
+        len(train_images),
+        len(val_images),
+    )
+    eval_model: nn.Module = ema.module if ema is not None else model
+
+    def save_resume(epoch: int) -> None:
+        state = {
+            "epoch": epoch,
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict() if scheduler is not None else None,
+            "ema": ema.state_dict() if ema is not None else None,
+            "history": history,
+            "best": best,
+            "elapsed_s": elapsed_before + time.perf_counter() - started,
+        }
+        save_checkpoint(
+            make_checkpoint(
+                model, args.arch, model_args, classes, input_spec, train_args=vars(args), training_state=state
+            ),
+            resume_path,
+        )
+
+    epoch = start_epoch
+    try:
+        for epoch in range(start_epoch, args.epochs):
+            save_resume(epoch)
+            epoch_start = time.perf_counter()
+            train_loss = train_one_epoch(
+                model,
+                criterion,
+                optimizer,
+                scheduler,
+                ema,
+                train_images,
+                train_labels,
+                input_spec,
+                args,
+                epoch,
+                device,
+            )
+            record: dict[str, Any] = {
+                "epoch": epoch + 1,
+                "train_loss": train_loss,
+                "lr": optimizer.param_groups[0]["lr"],
+            }
+            if len(val_images):
+                val = evaluate(
+                    eval_model,
+                    val_images,
+                    val_labels,
+                    input_spec,
+                    args.eval_batch_size,
+                    device,
+                    max_batches=2 if args.dry_run else None,
+                )
+                record.update(val_loss=val["loss"], val_accuracy=val["accuracy"])
+                if val["accuracy"] > best["accuracy"]:
+                    best = {
+                        "accuracy": val["accuracy"],
+                        "epoch": epoch + 1,
+                        "state_dict": {
+                            k: v.detach().cpu().clone() for k, v in eval_model.state_dict().items()
+                        },
+                    }
+            record["seconds"] = time.perf_counter() - epoch_start
+            history.append(record)
+            logger.info(
+                "epoch %d/%d  train loss %.4f  val loss %s  val acc %s  lr %.2e  %.1fs",
+                epoch + 1,
+                args.epochs,
+                train_loss,
+                f"{record['val_loss']:.4f}" if "val_loss" in record else "-",
+                f"{record['val_accuracy']:.4f}" if "val_accuracy" in record else "-",
+                record["lr"],
+                record["seconds"],
+            )
+    except KeyboardInterrupt:
+        # The resume file holds the state at the start of this epoch: resuming replays it.
+        print(
+            f"\ninterrupted in epoch {epoch + 1}: continue with python -m training --resume {resume_path}",
+            file=sys.stderr,
+        )
+        raise SystemExit(130) from None
+
+    if best["state_dict"] is not None:
+        eval_model.load_state_dict(best["state_dict"])
+    train_seconds = elapsed_before + time.perf_counter() - started
+    test = data["test"]
+    split_name = "test"
+    if test is None:
+        test, split_name = (val_images, val_labels), "validation"
+        logger.warning("no test set given: the final report is on the validation split")
+    result = evaluate(
+        eval_model,
+        test[0],
+        test[1],
+        input_spec,
+        args.eval_batch_size,
+        device,
+        max_batches=2 if args.dry_run else None,
+    )
+    matrix = report.confusion_matrix(test[1][: result["count"]], result["predictions"], len(classes))
+    metrics = {
+        "test_accuracy": result["accuracy"],
+        "test_loss": result["loss"],
+        "test_split": split_name,
+        "test_count": result["count"],
+        "val_accuracy": best["accuracy"] if best["epoch"] > 0 else None,
+        "best_epoch": best["epoch"] if best["epoch"] > 0 else len(history),
+        "epochs": len(history),
+        "per_class_accuracy": report.per_class_accuracy(matrix, classes),
+        "train_seconds": round(train_seconds, 1),
+        "machine": report.machine_info(device),
+    }
+    logger.info(
+        "%s accuracy %.4f, loss %.4f (best epoch %d, %.0fs)",
+        split_name,
+        result["accuracy"],
+        result["loss"],
+        metrics["best_epoch"],
+        train_seconds,
+    )
+    # The shipped checkpoint carries the selected (averaged) weights and no optimizer state.
+    final = build_model(args.arch, **model_args)
+    final.load_state_dict(
+        {k.removeprefix("module."): v for k, v in eval_model.state_dict().items() if k != "n_averaged"}
+    )
+    save_checkpoint(
+        make_checkpoint(
+            final, args.arch, model_args, classes, input_spec, metrics=metrics, train_args=vars(args)
+        ),
+        output,
+    )
+    report.write_report(output, metrics, matrix, classes, history, f"{args.arch}, {split_name} set")
+    resume_path.unlink(missing_ok=True)
+    logger.info("wrote %s and its metrics and plots", output)
+    return metrics
