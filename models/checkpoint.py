@@ -184,7 +184,9 @@ def read_checkpoint(path: str | os.PathLike[str]) -> tuple[Any, str]:
     try:
         obj = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        if "weights only" in str(exc).lower():
+        # Only a forbidden global means "this file would run code"; other unpickler
+        # errors are plain corruption.
+        if "unsupported global" in str(exc).lower():
             raise CheckpointError(
                 f"{path}: refused: the file holds objects other than weights and plain data "
                 "(it may run code when unpickled); only checkpoints written by our training "

@@ -81,8 +81,11 @@ class CNN(nn.Module):
         if self.training:
             raise RuntimeError("fuse_for_inference() needs eval mode: call model.eval() first")
         for block in self.features:
-            if isinstance(block, nn.Sequential) and isinstance(block[1], nn.BatchNorm2d):
-                block[0] = fuse_conv_bn_eval(block[0], block[1])
+            if not isinstance(block, nn.Sequential):
+                continue
+            conv, bn = block[0], block[1]
+            if isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d):
+                block[0] = fuse_conv_bn_eval(conv, bn)
                 block[1] = nn.Identity()
         return self
 

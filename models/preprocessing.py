@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -85,6 +84,8 @@ def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Ima
     if not data:
         raise EmptyImageError("the file is empty")
     try:
+        # Pillow warns above 89M pixels and raises above 179M; our own, lower limit is
+        # checked right below, from the header, before any pixel is decoded.
         image = Image.open(io.BytesIO(data))
     except (UnidentifiedImageError, Image.DecompressionBombError) as exc:
         kind = _sniff_non_image(data)
@@ -103,10 +104,7 @@ def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Ima
     if width < 1 or height < 1:
         raise CorruptImageError("the image has no pixels")
     try:
-        with warnings.catch_warnings():
-            # Our own limit above replaces Pillow's bomb warning.
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            image.load()  # first frame only, for GIF/WebP/TIFF animations and pages
+        image.load()  # first frame only, for GIF/WebP/TIFF animations and pages
     except Exception as exc:
         raise CorruptImageError("the image is truncated or damaged") from exc
     return image

@@ -32,7 +32,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     },
 }
 # Arguments that may differ when a run is resumed; everything else comes from the file.
-RESUME_OVERRIDES = ("resume", "quiet", "device", "threads", "output", "cache_dir", "data_dir")
+RESUME_OVERRIDES = ("resume", "quiet", "device", "threads")
 
 
 def get_args_parser() -> argparse.ArgumentParser:

@@ -33,20 +33,12 @@ def _resolve_label(text: str, classes: list[str]) -> int | None:
     return None
 
 
-def _infer_classes(labels: list[str]) -> list[str]:
-    if all(label.strip().lstrip("-").isdigit() for label in labels):
-        return list(FASHION_MNIST_CLASSES)
-    names = {label.strip() for label in labels if not label.strip().isdigit()}
-    if names <= set(FASHION_MNIST_CLASSES):
-        return list(FASHION_MNIST_CLASSES)
-    return sorted(names)
-
-
 class CustomImageDataset(Dataset[tuple[Any, Any]]):
     """Your own labelled images, as in the PyTorch tutorial's ``CustomImageDataset``.
 
     ``annotations_file`` has rows ``filename,label`` (an optional header row is skipped);
-    a label is a class index or a class name. Every row is checked up front: a missing
+    a label is a class index or a class name (of ``classes``: Fashion-MNIST's
+    ten unless given). Every row is checked up front: a missing
     file, an unknown label, or a path that leaves ``img_dir`` is an error naming the line.
     Items are uint8 1x28x28 tensors from the shared preprocessing, before normalisation.
     """
@@ -66,7 +58,8 @@ class CustomImageDataset(Dataset[tuple[Any, Any]]):
         self.target_transform = target_transform
         self.invert = invert
         rows = self._read_rows()
-        self.classes = classes or _infer_classes([label for _, _, label in rows])
+        # Fashion-MNIST's classes unless told otherwise: a typo must not become a new class.
+        self.classes = list(classes) if classes else list(FASHION_MNIST_CLASSES)
         root = self.img_dir.resolve()
         self.samples: list[tuple[int, Path, int]] = []
         for line, name, label_text in rows:

@@ -30,7 +30,7 @@ def top_confusions(matrix: torch.Tensor, classes: list[str], k: int = 5) -> list
     """The k most frequent (true, predicted) mistakes."""
     off = matrix.clone()
     off.fill_diagonal_(0)
-    values, flat = off.flatten().topk(k)
+    values, flat = off.flatten().topk(min(k, off.numel()))
     n = len(classes)
     return [
         {"true": classes[int(i) // n], "predicted": classes[int(i) % n], "count": int(v)}
@@ -74,12 +74,12 @@ def plot_curves(history: list[dict[str, Any]], path: str | os.PathLike[str]) -> 
     if any(h.get("val_loss") is not None for h in history):
         loss_ax.plot(epochs, [h.get("val_loss") for h in history], label="validation")
         acc_ax.plot(epochs, [h.get("val_accuracy") for h in history], label="validation")
+        acc_ax.legend()
     loss_ax.set_xlabel("epoch")
     loss_ax.set_ylabel("loss")
     loss_ax.legend()
     acc_ax.set_xlabel("epoch")
-    acc_ax.set_ylabel("accuracy")
-    acc_ax.legend()
+    acc_ax.set_ylabel("validation accuracy")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from torch.optim.swa_utils import AveragedModel
 from tqdm import tqdm
 
 from models.checkpoint import (
@@ -50,6 +50,25 @@ def select_device(name: str) -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise SystemExit(f"error: --device {name}: CUDA is not available on this machine")
     return device
+
+
+def ema_with_warmup(decay: float) -> Any:
+    """EMA update whose decay ramps up as (1 + n) / (10 + n) towards ``decay``.
+
+    A fixed 0.999 from step one keeps the average near the random initial weights for
+    thousands of steps: useless in a short run. The ramp (as in timm's ModelEma) lets the
+    average follow the model early and smooth it late.
+    """
+
+    def update(averaged: list[torch.Tensor], current: list[torch.Tensor], n: torch.Tensor) -> None:
+        step_decay = min(decay, (1.0 + float(n)) / (10.0 + float(n)))
+        if averaged and torch.is_floating_point(averaged[0]):
+            torch._foreach_lerp_(averaged, current, 1.0 - step_decay)
+        else:  # integer buffers such as num_batches_tracked
+            for a, c in zip(averaged, current, strict=True):
+                a.copy_(c)
+
+    return update
 
 
 def augment(x: torch.Tensor, args: argparse.Namespace, generator: torch.Generator) -> torch.Tensor:
@@ -196,14 +215,15 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
 
     torch.manual_seed(args.seed)
     model_args = dict(args.model_args, num_classes=len(classes))
-    model = build_model(args.arch, **model_args).to(device, memory_format=torch.channels_last)
+    model = build_model(args.arch, **model_args).to(device)
+    model = model.to(memory_format=torch.channels_last)
     steps_per_epoch = math.ceil(len(train_images) / args.batch_size)
     if args.dry_run:
         steps_per_epoch = min(steps_per_epoch, 3)
     optimizer, scheduler = make_optimizer(model, args, args.epochs * steps_per_epoch)
     ema = None
     if args.ema_decay > 0:
-        ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(args.ema_decay), use_buffers=True)
+        ema = AveragedModel(model, multi_avg_fn=ema_with_warmup(args.ema_decay), use_buffers=True)
     criterion = nn.CrossEntropyLoss(label_smoothing=args.label_smoothing)
     history: list[dict[str, Any]] = []
     best: dict[str, Any] = {"accuracy": -1.0, "epoch": -1, "state_dict": None}

@@ -1,0 +1,175 @@
+import logging
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from models.checkpoint import (
+    FASHION_MNIST_CLASSES,
+    FORMAT_VERSION,
+    TUTORIAL_INPUT,
+    CheckpointError,
+    InputSpec,
+    load_checkpoint,
+    make_checkpoint,
+    read_checkpoint,
+    save_checkpoint,
+)
+from models.networks import MLP, build_model
+from tests.conftest import TINY_CNN_ARGS
+
+
+def test_round_trip_rebuilds_the_same_network_and_metadata(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = build_model("cnn", **TINY_CNN_ARGS).eval()
+    spec = InputSpec(mean=(0.25,), std=(0.5,))
+    metrics = {"test_accuracy": 0.9, "per_class_accuracy": {"Bag": 1.0}}
+    path = tmp_path / "m.pth"
+    save_checkpoint(
+        make_checkpoint(model, "cnn", TINY_CNN_ARGS, FASHION_MNIST_CLASSES, spec, metrics, {"epochs": 2}),
+        path,
+    )
+
+    loaded = load_checkpoint(path)
+
+    assert loaded.arch == "cnn"
+    assert loaded.model_args == TINY_CNN_ARGS
+    assert loaded.classes == list(FASHION_MNIST_CLASSES)
+    assert loaded.input_spec == spec
+    assert loaded.metrics == metrics
+    assert loaded.train_args == {"epochs": 2}
+    assert loaded.format_version == FORMAT_VERSION
+    assert loaded.torch_version == str(torch.__version__)
+    assert len(loaded.version) == 12 and loaded.sha256.startswith(loaded.version)
+    assert not loaded.model.training
+    x = torch.randn(3, 1, 28, 28)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.model(x), model(x))
+
+
+def test_checkpoint_is_plain_data_for_weights_only_loading(tiny_checkpoint: Path) -> None:
+    raw = torch.load(tiny_checkpoint, weights_only=True)
+    assert raw["format"] == "fashion-mnist-classifier"
+    assert raw["input"] == {"height": 28, "width": 28, "channels": 1, "mean": [0.286], "std": [0.353]}
+    assert set(raw) >= {"state_dict", "arch", "model_args", "classes", "metrics", "train_args", "created_at"}
+
+
+def test_bare_state_dict_loads_as_the_tutorial_mlp_with_a_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "model.pth"
+    torch.save(MLP().state_dict(), path)  # what the tutorial writes
+    with caplog.at_level(logging.WARNING):
+        loaded = load_checkpoint(path)
+    assert loaded.arch == "mlp"
+    assert loaded.classes == list(FASHION_MNIST_CLASSES)
+    assert loaded.input_spec == TUTORIAL_INPUT
+    assert loaded.format_version is None
+    assert "bare state dict" in caplog.text
+
+
+class _Exploit:
+    """Unpickling this would create a file: the classic malicious checkpoint."""
+
+    def __init__(self, target: Path) -> None:
+        self.target = target
+
+    def __reduce__(self):  # type: ignore[no-untyped-def]
+        return (os.system, (f"touch {self.target}",))
+
+
+def test_a_pickle_that_runs_code_is_refused_and_the_code_never_runs(tmp_path: Path) -> None:
+    marker = tmp_path / "pwned"
+    path = tmp_path / "evil.pth"
+    torch.save({"format": "fashion-mnist-classifier", "payload": _Exploit(marker)}, path)
+
+    with pytest.raises(CheckpointError, match="refused") as info:
+        load_checkpoint(path)
+
+    assert str(path) in str(info.value)
+    assert not marker.exists()
+
+
+def _write(path: Path, data: bytes) -> Path:
+    path.write_bytes(data)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda d: d / "missing.pth", "model file not found"),
+        (lambda d: d, "is a folder"),
+        (lambda d: _write(d / "empty.pth", b""), "empty"),
+        (lambda d: _write(d / "noise.pth", os.urandom(4096)), "corrupt"),
+        (lambda d: _write(d / "text.pth", b"hello, I am not a checkpoint\n"), "corrupt"),
+    ],
+)
+def test_unreadable_files_give_a_clear_error(tmp_path: Path, make, message: str) -> None:  # type: ignore[no-untyped-def]
+    path = make(tmp_path)
+    with pytest.raises(CheckpointError, match=message) as info:
+        load_checkpoint(path)
+    assert str(path) in str(info.value)
+
+
+def test_truncated_checkpoint_is_corrupt(tiny_checkpoint: Path) -> None:
+    data = tiny_checkpoint.read_bytes()
+    tiny_checkpoint.write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match="corrupt"):
+        load_checkpoint(tiny_checkpoint)
+
+
+def _edited(path: Path, **changes: object) -> Path:
+    raw = torch.load(path, weights_only=True)
+    raw.update(changes)
+    torch.save(raw, path)
+    return path
+
+
+def test_unknown_arch_is_named(tiny_checkpoint: Path) -> None:
+    with pytest.raises(CheckpointError, match="unknown architecture 'vit'"):
+        load_checkpoint(_edited(tiny_checkpoint, arch="vit"))
+
+
+def test_unknown_format_version_is_named(tiny_checkpoint: Path) -> None:
+    with pytest.raises(CheckpointError, match="format version 99 is not supported"):
+        load_checkpoint(_edited(tiny_checkpoint, format_version=99))
+
+
+def test_weights_that_do_not_fit_the_arch(tiny_checkpoint: Path) -> None:
+    with pytest.raises(CheckpointError, match="do not fit arch 'cnn'"):
+        load_checkpoint(_edited(tiny_checkpoint, model_args={"widths": [8, 8], "pools_after": [0]}))
+
+
+def test_other_pickled_data_is_not_our_format(tmp_path: Path) -> None:
+    path = tmp_path / "list.pth"
+    torch.save([1, 2, 3], path)
+    with pytest.raises(CheckpointError, match="not a fashion-mnist-classifier checkpoint"):
+        load_checkpoint(path)
+
+
+def test_a_crash_before_the_rename_leaves_the_previous_file_intact(
+    tiny_checkpoint: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    before = tiny_checkpoint.read_bytes()
+    replacement = make_checkpoint(build_model("mlp"), "mlp", {}, FASHION_MNIST_CLASSES, InputSpec())
+
+    def crash(*args: object) -> None:
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "replace", crash)
+    with pytest.raises(OSError, match="disk full"):
+        save_checkpoint(replacement, tiny_checkpoint)
+    monkeypatch.undo()
+
+    assert tiny_checkpoint.read_bytes() == before
+    assert load_checkpoint(tiny_checkpoint).arch == "cnn"
+    assert [p.name for p in tiny_checkpoint.parent.iterdir()] == [tiny_checkpoint.name]
+
+
+def test_read_checkpoint_hashes_the_file(tiny_checkpoint: Path) -> None:
+    import hashlib
+
+    _, sha = read_checkpoint(tiny_checkpoint)
+    assert sha == hashlib.sha256(tiny_checkpoint.read_bytes()).hexdigest()

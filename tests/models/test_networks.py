@@ -1,0 +1,63 @@
+import pytest
+import torch
+from torch import nn
+
+from models.networks import ARCHITECTURES, CNN, MLP, build_model, count_parameters
+
+
+@pytest.mark.parametrize("arch", sorted(ARCHITECTURES))
+@pytest.mark.parametrize("batch", [1, 5])
+def test_every_arch_maps_images_to_ten_logits(arch: str, batch: int) -> None:
+    model = build_model(arch).eval()
+    with torch.no_grad():
+        out = model(torch.randn(batch, 1, 28, 28))
+    assert out.shape == (batch, 10)
+
+
+def test_mlp_is_the_tutorial_network_without_the_final_relu() -> None:
+    layers = list(MLP().linear_relu_stack)
+    assert [type(layer) for layer in layers] == [nn.Linear, nn.ReLU, nn.Linear, nn.ReLU, nn.Linear]
+    assert [(layer.in_features, layer.out_features) for layer in layers if isinstance(layer, nn.Linear)] == [
+        (784, 512),
+        (512, 512),
+        (512, 10),
+    ]
+    # Logits may be negative: no ReLU clips them.
+    torch.manual_seed(0)
+    assert (MLP()(torch.randn(64, 1, 28, 28)) < 0).any()
+
+
+def test_cnn_fits_the_serving_budget_in_size() -> None:
+    # The shipped model must stay under 10 MB: float32 weights are 4 bytes each.
+    assert count_parameters(CNN()) * 4 < 10_000_000
+
+
+def test_fused_cnn_gives_the_same_logits() -> None:
+    torch.manual_seed(0)
+    model = CNN()
+    # Train-mode passes give the batch-norm layers non-trivial running statistics.
+    model.train()
+    for _ in range(3):
+        model(torch.randn(32, 1, 28, 28) * 2 + 0.5)
+    model.eval()
+    x = torch.randn(8, 1, 28, 28)
+    with torch.no_grad():
+        before = model(x)
+        after = model.fuse_for_inference()(x)
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in model.modules())
+    torch.testing.assert_close(after, before, rtol=1e-4, atol=1e-4)
+
+
+def test_fusing_in_train_mode_is_refused() -> None:
+    with pytest.raises(RuntimeError, match="eval mode"):
+        CNN().fuse_for_inference()
+
+
+def test_unknown_arch_lists_the_valid_ones() -> None:
+    with pytest.raises(ValueError, match="unknown architecture 'resnet'; valid: cnn, mlp"):
+        build_model("resnet")
+
+
+def test_model_args_reach_the_network() -> None:
+    model = build_model("cnn", widths=(4, 8), pools_after=(0,), num_classes=3)
+    assert model(torch.randn(2, 1, 28, 28)).shape == (2, 3)

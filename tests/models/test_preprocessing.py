@@ -1,0 +1,175 @@
+import io
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from models.preprocessing import (
+    CorruptImageError,
+    EmptyImageError,
+    ImageTooLargeError,
+    NotAnImageError,
+    decode_image,
+    normalize,
+    preprocess,
+    to_grayscale,
+    to_model_image,
+)
+
+MEAN, STD = (0.286,), (0.353,)
+
+
+def encode(image: Image.Image, fmt: str = "PNG", **kwargs: object) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt, **kwargs)
+    return buffer.getvalue()
+
+
+def fashion_like(size: int = 28) -> np.ndarray:
+    """A light item on black, like Fashion-MNIST."""
+    pixels = np.zeros((size, size), dtype=np.uint8)
+    pixels[size // 5 : -size // 5, size // 4 : -size // 4] = 200
+    return pixels
+
+
+def test_a_28x28_grayscale_png_reaches_the_network_exactly_as_offline_evaluation_feeds_it() -> None:
+    rng = np.random.default_rng(0)
+    pixels = rng.integers(0, 256, (28, 28), dtype=np.uint8)
+    pixels[0, :] = 0  # a dark border, so auto does not invert
+    pixels[-1, :], pixels[:, 0], pixels[:, -1] = 0, 0, 0
+    result = preprocess(decode_image(encode(Image.fromarray(pixels))), MEAN, STD)
+    offline = normalize(torch.from_numpy(pixels), MEAN, STD).unsqueeze(0)
+    assert result.tensor.shape == (1, 28, 28)
+    assert result.tensor.dtype == torch.float32
+    assert torch.equal(result.tensor, offline)
+    assert result.original_size == (28, 28)
+    assert result.inverted is False
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG", "WEBP", "BMP", "GIF", "TIFF"])
+def test_every_supported_format_decodes(fmt: str) -> None:
+    image = Image.fromarray(fashion_like(56)).convert("RGB")
+    result = preprocess(decode_image(encode(image, fmt)), MEAN, STD)
+    assert result.tensor.shape == (1, 28, 28)
+    assert result.original_size == (56, 56)
+
+
+def test_product_photo_on_white_is_inverted_and_fitted_keeping_the_aspect_ratio() -> None:
+    photo = np.full((300, 200), 255, dtype=np.uint8)
+    photo[50:250, 60:140] = 30  # a dark item, 200 tall and 80 wide
+    image, inverted = to_model_image(Image.fromarray(photo), "auto")
+    pixels = np.asarray(image)
+    assert inverted is True
+    assert image.size == (28, 28)
+    rows = np.flatnonzero(pixels.max(axis=1) > 100)
+    cols = np.flatnonzero(pixels.max(axis=0) > 100)
+    assert rows[-1] - rows[0] + 1 == 28  # trimmed to the item, longest side fills the frame
+    assert 10 <= cols[-1] - cols[0] + 1 <= 12  # 28 * 80 / 200 = 11.2: the aspect is kept
+    assert pixels[:, 0].max() == 0  # padded with black
+
+
+@pytest.mark.parametrize(("mode", "expected"), [("true", True), ("false", False)])
+def test_invert_can_be_forced(mode: str, expected: bool) -> None:
+    image, inverted = to_model_image(Image.fromarray(fashion_like()), mode)  # type: ignore[arg-type]
+    assert inverted is expected
+    assert bool(np.asarray(image)[0, 0] == 255) is expected
+
+
+def test_bad_invert_mode_is_refused() -> None:
+    with pytest.raises(ValueError, match="invert must be one of auto, true, false"):
+        to_model_image(Image.fromarray(fashion_like()), "maybe")  # type: ignore[arg-type]
+
+
+def test_alpha_is_composited_onto_black() -> None:
+    rgba = np.zeros((28, 28, 4), dtype=np.uint8)
+    rgba[..., :3] = 255  # white everywhere...
+    rgba[10:18, 10:18, 3] = 255  # ...but opaque only in the middle
+    gray = np.asarray(to_grayscale(Image.fromarray(rgba, "RGBA")))
+    assert gray[0, 0] == 0 and gray[14, 14] == 255
+
+
+def test_16_bit_images_are_scaled_to_8_bit() -> None:
+    deep = (fashion_like().astype(np.uint16) * 257).astype(np.uint16)  # 200 -> 51400
+    decoded = decode_image(encode(Image.fromarray(deep)))
+    assert decoded.mode.startswith("I")
+    assert np.array_equal(np.asarray(to_grayscale(decoded)), fashion_like())
+
+
+def test_float_images_in_0_1_are_scaled() -> None:
+    floats = Image.fromarray(fashion_like().astype(np.float32) / 255.0, mode="F")
+    assert np.array_equal(np.asarray(to_grayscale(floats)), fashion_like())
+
+
+def test_exif_orientation_is_applied() -> None:
+    pixels = np.zeros((20, 40), dtype=np.uint8)
+    pixels[:, :5] = 255  # a bar on the left of a landscape picture
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 clockwise to display"
+    decoded = decode_image(encode(Image.fromarray(pixels), "JPEG", exif=exif))
+    upright = np.asarray(to_grayscale(decoded))
+    assert upright.shape == (40, 20)  # portrait once oriented
+    assert upright[:5].mean() > 200  # the bar is now on top
+
+
+def test_bogus_exif_orientation_is_ignored() -> None:
+    exif = Image.Exif()
+    exif[0x0112] = 42
+    decoded = decode_image(encode(Image.fromarray(fashion_like()), "PNG", exif=exif))
+    assert preprocess(decoded, MEAN, STD).tensor.shape == (1, 28, 28)
+
+
+def test_gif_uses_the_first_frame() -> None:
+    first = Image.fromarray(fashion_like()).convert("P")
+    second = Image.new("P", (28, 28), 255)
+    data = io.BytesIO()
+    first.save(data, "GIF", save_all=True, append_images=[second])
+    image, _ = to_model_image(decode_image(data.getvalue()), "false")
+    assert np.asarray(image)[0, 0] == 0
+
+
+def test_empty_bytes() -> None:
+    with pytest.raises(EmptyImageError):
+        decode_image(b"")
+
+
+@pytest.mark.parametrize(
+    ("data", "kind"),
+    [
+        (b"%PDF-1.7\n1 0 obj\n<<>>\nendobj\n", "PDF"),
+        (b'<?xml version="1.0"?><svg xmlns="http://www.w3.org/2000/svg"></svg>', "SVG"),
+        (b"<!DOCTYPE html><html><body>hi</body></html>", "HTML"),
+        (b'{"image": "nope"}', "JSON"),
+        (b"just some words in a text file\n", "text"),
+    ],
+)
+def test_known_non_image_types_are_named(data: bytes, kind: str) -> None:
+    with pytest.raises(NotAnImageError, match=kind):
+        decode_image(data)
+
+
+def test_random_bytes_are_not_an_image() -> None:
+    with pytest.raises(CorruptImageError):
+        decode_image(bytes(np.random.default_rng(1).integers(0, 256, 2048, dtype=np.uint8)))
+
+
+@pytest.mark.parametrize("keep", [0.3, 0.6, 0.9])
+def test_truncated_png_is_corrupt(keep: float) -> None:
+    rng = np.random.default_rng(2)
+    data = encode(Image.fromarray(rng.integers(0, 256, (200, 200), dtype=np.uint8)))
+    with pytest.raises(CorruptImageError):
+        decode_image(data[: int(len(data) * keep)])
+
+
+def test_pixel_limit_is_checked_before_the_pixels_are_decoded() -> None:
+    # A 10000x10000 PNG of zeros compresses to a few hundred KB; it must be refused
+    # from its header, without allocating 100 MB of pixels.
+    bomb = encode(Image.new("L", (10_000, 10_000)), optimize=True)
+    assert len(bomb) < 1_000_000
+    with pytest.raises(ImageTooLargeError, match="10000x10000"):
+        decode_image(bomb, max_pixels=16_000_000)
+
+
+def test_normalize_works_on_batches() -> None:
+    pixels = torch.tensor([[0, 255]], dtype=torch.uint8)
+    assert torch.allclose(normalize(pixels, (0.5,), (0.5,)), torch.tensor([[-1.0, 1.0]]))
