@@ -1,0 +1,88 @@
+"""Offline inference speed of a checkpoint on ONE CPU thread, as the serving budget asks.
+
+    python -m bench.model_speed --model models/model.pth
+
+Reports the median latency at batch 1 and images/s at batch 1, 32 and 256, for the model
+as trained and with batch norm folded into the convolutions (what the server runs), with
+the tutorial's MLP as the baseline measured in the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import statistics
+import time
+
+import torch
+from torch import nn
+
+from models.checkpoint import load_checkpoint
+from models.networks import CNN, build_model, count_parameters
+
+
+def conv_macs(model: nn.Module) -> int:
+    """Multiply-adds per image of the convolutions and linear layers."""
+    total = 0
+
+    def hook(module: nn.Module, _inputs: object, output: torch.Tensor) -> None:
+        nonlocal total
+        if isinstance(module, nn.Conv2d):
+            per_pixel = module.in_channels // module.groups * module.kernel_size[0] * module.kernel_size[1]
+            total += output[0].numel() * per_pixel
+        elif isinstance(module, nn.Linear):
+            total += module.in_features * module.out_features
+
+    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, nn.Conv2d | nn.Linear)]
+    with torch.inference_mode():
+        model(torch.zeros(1, 1, 28, 28))
+    for handle in handles:
+        handle.remove()
+    return total
+
+
+@torch.inference_mode()
+def measure(model: nn.Module, batch: int, seconds: float) -> tuple[float, float]:
+    """(median ms per call, images per second) over about ``seconds`` of calls."""
+    x = torch.randn(batch, 1, 28, 28)
+    for _ in range(10):
+        model(x)
+    times = []
+    deadline = time.perf_counter() + seconds
+    while time.perf_counter() < deadline or len(times) < 20:
+        start = time.perf_counter()
+        model(x)
+        times.append(time.perf_counter() - start)
+    median = statistics.median(times)
+    return median * 1e3, batch / median
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="One-thread inference speed of a checkpoint")
+    parser.add_argument("--model", default="models/model.pth")
+    parser.add_argument("--seconds", type=float, default=2.0, help="time spent per measurement")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    loaded = load_checkpoint(args.model)
+    variants: dict[str, nn.Module] = {"tutorial MLP (baseline)": build_model("mlp").eval()}
+    variants[f"{loaded.arch} as trained"] = loaded.model.eval()
+    if isinstance(loaded.model, CNN):
+        fused = load_checkpoint(args.model).model.eval()
+        assert isinstance(fused, CNN)
+        variants[f"{loaded.arch}, batch norm folded (served)"] = fused.fuse_for_inference()
+    print(f"machine: {platform.processor() or platform.machine()}, torch {torch.__version__}, 1 thread")
+    macs = conv_macs(loaded.model) / 1e6
+    print(f"{loaded.path}: {count_parameters(loaded.model)} parameters, {macs:.1f}M multiply-adds per image")
+    print("| model | batch 1 median ms | batch 1 img/s | batch 32 img/s | batch 256 img/s |")
+    print("| --- | --- | --- | --- | --- |")
+    baseline32 = None
+    for name, model in variants.items():
+        ms1, ips1 = measure(model, 1, args.seconds)
+        _, ips32 = measure(model, 32, args.seconds)
+        _, ips256 = measure(model, 256, args.seconds)
+        baseline32 = baseline32 or ips32
+        print(f"| {name} | {ms1:.2f} | {ips1:.0f} | {ips32:.0f} ({ips32 / baseline32:.2f}x) | {ips256:.0f} |")
+
+
+if __name__ == "__main__":
+    main()
