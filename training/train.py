@@ -35,6 +35,16 @@ from training import report
 from training.augment import random_erasing, random_hflip, random_shift
 from training.config import RESUME_OVERRIDES
 from training.data import load_data, stratified_split
+from training.distributed import (
+    SINGLE_PROCESS,
+    World,
+    all_reduce_sum,
+    barrier,
+    finish,
+    gather_shards,
+    init_distributed,
+    shard,
+)
 
 logger = logging.getLogger("training")
 
@@ -71,6 +81,29 @@ def ema_with_warmup(decay: float) -> Any:
     return update
 
 
+def epoch_generator(args: argparse.Namespace, epoch: int) -> torch.Generator:
+    """The epoch's random stream, seeded from (seed, epoch), and dropout's with it.
+
+    A resumed run therefore replays the same order, augmentation and dropout as an
+    uninterrupted one, and every rank draws the same order before taking its shard.
+    """
+    torch.manual_seed(args.seed * 100_003 + epoch)
+    return torch.Generator().manual_seed(args.seed * 100_003 + epoch)
+
+
+def check_shards(
+    n: int, args: argparse.Namespace, epoch: int, device: torch.device, world: World
+) -> dict[str, Any]:
+    """Gather every rank's sample indices for an epoch and check they are disjoint."""
+    mine = shard(torch.randperm(n, generator=epoch_generator(args, epoch)), world)
+    shards = gather_shards(mine, device, world)
+    seen = torch.cat(shards)
+    disjoint = len(seen.unique()) == len(seen)
+    if not disjoint:
+        raise SystemExit("error: data-parallel ranks were given overlapping samples")
+    return {"world_size": world.size, "samples_per_rank": [len(s) for s in shards], "disjoint": disjoint}
+
+
 def augment(x: torch.Tensor, args: argparse.Namespace, generator: torch.Generator) -> torch.Tensor:
     x = random_shift(x, args.random_shift, generator)
     x = random_hflip(x, args.hflip, generator)
@@ -89,19 +122,19 @@ def train_one_epoch(
     args: argparse.Namespace,
     epoch: int,
     device: torch.device,
+    world: World = SINGLE_PROCESS,
 ) -> float:
-    """One pass over the training tensor in a seeded random order; returns the mean loss."""
+    """One pass over this rank's share of the data in a seeded order; returns the mean loss."""
     model.train()
-    # One generator per epoch, seeded from (seed, epoch): a resumed run replays the same
-    # order, augmentation and dropout as an uninterrupted one.
-    generator = torch.Generator().manual_seed(args.seed * 100_003 + epoch)
-    torch.manual_seed(args.seed * 100_003 + epoch)
-    order = torch.randperm(len(images), generator=generator)
+    generator = epoch_generator(args, epoch)
+    order = shard(torch.randperm(len(images), generator=generator), world)
     batches = list(order.split(args.batch_size))
     if args.dry_run:
         batches = batches[:3]
     total, count = 0.0, 0
-    bar = tqdm(batches, desc=f"epoch {epoch + 1}/{args.epochs}", leave=False, disable=args.quiet)
+    bar = tqdm(
+        batches, desc=f"epoch {epoch + 1}/{args.epochs}", leave=False, disable=args.quiet or not world.is_main
+    )
     for index in bar:
         x = images[index].to(device, non_blocking=True).unsqueeze(1)
         y = labels[index].to(device, non_blocking=True)
@@ -116,13 +149,14 @@ def train_one_epoch(
         if scheduler is not None:
             scheduler.step()
         if ema is not None:
-            ema.update_parameters(model)
+            ema.update_parameters(getattr(model, "module", model))  # unwrap DistributedDataParallel
         total += loss.item() * len(index)
         count += len(index)
         bar.set_postfix(loss=f"{total / count:.4f}")
-    if not math.isfinite(total):
+    loss_sum, samples = all_reduce_sum(total, count, device=device, world=world)
+    if not math.isfinite(loss_sum):
         raise SystemExit(f"error: the training loss diverged in epoch {epoch + 1}; lower --lr")
-    return total / max(count, 1)
+    return loss_sum / max(samples, 1)
 
 
 @torch.inference_mode()
@@ -192,11 +226,11 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
         args = argparse.Namespace(**{**saved["train_args"], **kept})
     if args.dry_run:
         args.epochs = 1
-    threads = args.threads or (
-        len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    )
-    torch.set_num_threads(threads)
-    device = select_device(args.device)
+    world, device = init_distributed(select_device(args.device))
+    if not world.is_main:
+        logger.setLevel(logging.WARNING)  # one voice: rank 0 logs
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    torch.set_num_threads(args.threads or max(1, cores // world.local_size))
     output = Path(args.output)
     resume_path = report.companion(output, ".resume.pth")
 
@@ -217,7 +251,11 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     model_args = dict(args.model_args, num_classes=len(classes))
     model = build_model(args.arch, **model_args).to(device)
     model = model.to(memory_format=torch.channels_last)
-    steps_per_epoch = math.ceil(len(train_images) / args.batch_size)
+    train_model: nn.Module = model
+    if world.distributed:
+        device_ids = [device.index] if device.type == "cuda" else None
+        train_model = nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
+    steps_per_epoch = math.ceil(len(train_images) // world.size / args.batch_size)
     if args.dry_run:
         steps_per_epoch = min(steps_per_epoch, 3)
     optimizer, scheduler = make_optimizer(model, args, args.epochs * steps_per_epoch)
@@ -267,13 +305,18 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
             resume_path,
         )
 
+    limit = 2 if args.dry_run else None
+    parallel = (
+        check_shards(len(train_images), args, start_epoch, device, world) if world.distributed else None
+    )
     epoch = start_epoch
     try:
         for epoch in range(start_epoch, args.epochs):
-            save_resume(epoch)
+            if world.is_main:
+                save_resume(epoch)
             epoch_start = time.perf_counter()
             train_loss = train_one_epoch(
-                model,
+                train_model,
                 criterion,
                 optimizer,
                 scheduler,
@@ -284,7 +327,10 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
                 args,
                 epoch,
                 device,
+                world,
             )
+            if not world.is_main:
+                continue  # the other ranks go on training; rank 0 catches up at the next all-reduce
             record: dict[str, Any] = {
                 "epoch": epoch + 1,
                 "train_loss": train_loss,
@@ -292,23 +338,12 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
             }
             if len(val_images):
                 val = evaluate(
-                    eval_model,
-                    val_images,
-                    val_labels,
-                    input_spec,
-                    args.eval_batch_size,
-                    device,
-                    max_batches=2 if args.dry_run else None,
+                    eval_model, val_images, val_labels, input_spec, args.eval_batch_size, device, limit
                 )
                 record.update(val_loss=val["loss"], val_accuracy=val["accuracy"])
                 if val["accuracy"] > best["accuracy"]:
-                    best = {
-                        "accuracy": val["accuracy"],
-                        "epoch": epoch + 1,
-                        "state_dict": {
-                            k: v.detach().cpu().clone() for k, v in eval_model.state_dict().items()
-                        },
-                    }
+                    weights = {k: v.detach().cpu().clone() for k, v in eval_model.state_dict().items()}
+                    best = {"accuracy": val["accuracy"], "epoch": epoch + 1, "state_dict": weights}
             record["seconds"] = time.perf_counter() - epoch_start
             history.append(record)
             logger.info(
@@ -323,29 +358,59 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
             )
     except KeyboardInterrupt:
         # The resume file holds the state at the start of this epoch: resuming replays it.
-        print(
-            f"\ninterrupted in epoch {epoch + 1}: continue with python -m training --resume {resume_path}",
-            file=sys.stderr,
-        )
+        if world.is_main:
+            hint = f"continue with python -m training --resume {resume_path}"
+            print(f"\ninterrupted in epoch {epoch + 1}: {hint}", file=sys.stderr)
         raise SystemExit(130) from None
 
-    if best["state_dict"] is not None:
-        eval_model.load_state_dict(best["state_dict"])
-    train_seconds = elapsed_before + time.perf_counter() - started
-    test = data["test"]
-    split_name = "test"
+    metrics: dict[str, Any] = {}
+    if world.is_main:
+        if best["state_dict"] is not None:
+            eval_model.load_state_dict(best["state_dict"])
+        train_seconds = elapsed_before + time.perf_counter() - started
+        metrics = finish_run(
+            args,
+            data,
+            (val_images, val_labels),
+            eval_model,
+            model_args,
+            classes,
+            input_spec,
+            best,
+            history,
+            train_seconds,
+            device,
+            output,
+            parallel,
+        )
+        resume_path.unlink(missing_ok=True)
+    barrier(world)
+    finish(world)
+    return metrics
+
+
+def finish_run(
+    args: argparse.Namespace,
+    data: dict[str, Any],
+    validation: tuple[torch.Tensor, torch.Tensor],
+    eval_model: nn.Module,
+    model_args: dict[str, Any],
+    classes: list[str],
+    input_spec: InputSpec,
+    best: dict[str, Any],
+    history: list[dict[str, Any]],
+    train_seconds: float,
+    device: torch.device,
+    output: Path,
+    parallel: dict[str, Any] | None,
+) -> dict[str, Any]:
+    """Evaluate the selected weights on the test set once; write checkpoint, metrics and plots."""
+    test, split_name = data["test"], "test"
     if test is None:
-        test, split_name = (val_images, val_labels), "validation"
+        test, split_name = validation, "validation"
         logger.warning("no test set given: the final report is on the validation split")
-    result = evaluate(
-        eval_model,
-        test[0],
-        test[1],
-        input_spec,
-        args.eval_batch_size,
-        device,
-        max_batches=2 if args.dry_run else None,
-    )
+    limit = 2 if args.dry_run else None
+    result = evaluate(eval_model, test[0], test[1], input_spec, args.eval_batch_size, device, limit)
     matrix = report.confusion_matrix(test[1][: result["count"]], result["predictions"], len(classes))
     metrics = {
         "test_accuracy": result["accuracy"],
@@ -359,6 +424,8 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
         "train_seconds": round(train_seconds, 1),
         "machine": report.machine_info(device),
     }
+    if parallel is not None:
+        metrics["data_parallel"] = parallel
     logger.info(
         "%s accuracy %.4f, loss %.4f (best epoch %d, %.0fs)",
         split_name,
@@ -369,16 +436,9 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     )
     # The shipped checkpoint carries the selected (averaged) weights and no optimizer state.
     final = build_model(args.arch, **model_args)
-    final.load_state_dict(
-        {k.removeprefix("module."): v for k, v in eval_model.state_dict().items() if k != "n_averaged"}
-    )
-    save_checkpoint(
-        make_checkpoint(
-            final, args.arch, model_args, classes, input_spec, metrics=metrics, train_args=vars(args)
-        ),
-        output,
-    )
+    final.load_state_dict(eval_model.state_dict())
+    checkpoint = make_checkpoint(final, args.arch, model_args, classes, input_spec, metrics, vars(args))
+    save_checkpoint(checkpoint, output)
     report.write_report(output, metrics, matrix, classes, history, f"{args.arch}, {split_name} set")
-    resume_path.unlink(missing_ok=True)
     logger.info("wrote %s and its metrics and plots", output)
     return metrics
