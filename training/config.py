@@ -115,6 +115,11 @@ def get_args_parser() -> argparse.ArgumentParser:
         "--resume", help="continue the run saved in this file (written each epoch as *.resume.pth)"
     )
     run.add_argument("--eval-batch-size", type=int, default=1000)
+    run.add_argument(
+        "--skip-test",
+        action="store_true",
+        help="never touch the test set: report on the validation split (for ablations)",
+    )
     run.add_argument("--dry-run", action="store_true", help="a few batches and one evaluation")
     run.add_argument("--quiet", action="store_true", help="no progress bars: log lines only")
     return parser

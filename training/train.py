@@ -33,7 +33,7 @@ from models.networks import build_model, count_parameters
 from models.preprocessing import normalize
 from training import report
 from training.augment import random_erasing, random_hflip, random_shift
-from training.config import RESUME_OVERRIDES
+from training.config import RESUME_OVERRIDES, get_args_parser
 from training.data import load_data, stratified_split
 from training.distributed import (
     SINGLE_PROCESS,
@@ -186,7 +186,9 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
             raise SystemExit(f"error: {args.resume}: not a resumable checkpoint (no training state)")
         resume_state = saved
         kept = {k: getattr(args, k) for k in RESUME_OVERRIDES}
-        args = argparse.Namespace(**{**saved["train_args"], **kept})
+        # Defaults first, so a file written before a flag existed still resumes.
+        defaults = vars(get_args_parser().parse_args([]))
+        args = argparse.Namespace(**{**defaults, **saved["train_args"], **kept})
     if args.dry_run:
         args.epochs = 1
     world, device = init_distributed(select_device(args.device))
@@ -369,9 +371,9 @@ def finish_run(
 ) -> dict[str, Any]:
     """Evaluate the selected weights on the test set once; write checkpoint, metrics and plots."""
     test, split_name = data["test"], "test"
-    if test is None:
+    if test is None or args.skip_test:
         test, split_name = validation, "validation"
-        logger.warning("no test set given: the final report is on the validation split")
+        logger.warning("no test set used: the final report is on the validation split")
     limit = 2 if args.dry_run else None
     result = evaluate(eval_model, test[0], test[1], input_spec, args.eval_batch_size, device, limit)
     matrix = report.confusion_matrix(test[1][: result["count"]], result["predictions"], len(classes))
