@@ -31,6 +31,14 @@ VARIANTS: dict[str, list[str]] = {
     ],
     "no random erasing": ["--random-erasing", "0"],
     "no label smoothing": ["--label-smoothing", "0"],
+    "lighter regularisation (no erasing, no smoothing, dropout 0.1)": [
+        "--random-erasing",
+        "0",
+        "--label-smoothing",
+        "0",
+        "--model-args",
+        '{"dropout": 0.1}',
+    ],
     "no weight averaging (EMA off)": ["--ema-decay", "0"],
     "AdamW (lr 3e-3, wd 0.05) instead of SGD": ["--opt", "adamw", "--lr", "3e-3", "--weight-decay", "0.05"],
     "cosine schedule instead of one-cycle": ["--lr-scheduler", "cosine"],
@@ -43,6 +51,7 @@ def main() -> None:
     )
     parser.add_argument("--data-dir", default="../shared/datasets/fashion-mnist")
     parser.add_argument("--epochs", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=0, help="CPU threads per run; 0 = every core")
     parser.add_argument("--only", nargs="*", help="run only the variants whose names start with these")
     parser.add_argument("--output", default="docs/ablations.json", help="results as JSON")
     args = parser.parse_args()
@@ -58,6 +67,8 @@ def main() -> None:
                 str(args.epochs),
                 "--skip-test",
                 "--quiet",
+                "--threads",
+                str(args.threads),
                 "--output",
                 str(Path(tmp) / "model.pth"),
                 *flags,

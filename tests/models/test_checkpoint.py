@@ -173,3 +173,14 @@ def test_read_checkpoint_hashes_the_file(tiny_checkpoint: Path) -> None:
 
     _, sha = read_checkpoint(tiny_checkpoint)
     assert sha == hashlib.sha256(tiny_checkpoint.read_bytes()).hexdigest()
+
+
+def test_a_saved_checkpoint_is_readable_by_others_as_the_umask_allows(tmp_path: Path) -> None:
+    checkpoint = make_checkpoint(build_model("mlp"), "mlp", {}, FASHION_MNIST_CLASSES, InputSpec())
+    path = tmp_path / "m.pth"
+    previous = os.umask(0o022)
+    try:
+        save_checkpoint(checkpoint, path)
+    finally:
+        os.umask(previous)
+    assert path.stat().st_mode & 0o777 == 0o644
