@@ -197,7 +197,8 @@ def read_checkpoint(path: str | os.PathLike[str]) -> tuple[Any, str]:
                 "(it may run code when unpickled); only checkpoints written by our training "
                 "job or torch.save(model.state_dict()) are accepted"
             ) from None
-        raise CheckpointError(f"{path}: corrupt checkpoint ({_first_line(exc)})") from None
+        # torch's message here is advice about weights_only, not about the file.
+        raise CheckpointError(f"{path}: corrupt checkpoint (unreadable pickle data)") from None
     except Exception as exc:
         raise CheckpointError(f"{path}: corrupt or not a PyTorch checkpoint ({_first_line(exc)})") from None
     return obj, sha256

@@ -1,0 +1,58 @@
+"""The service's state, held on the app, and the dependencies routes use to reach it."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Annotated, Literal
+
+from fastapi import Depends, HTTPException, Request
+
+from app.metrics import Metrics
+from app.predictor import Predictor
+from app.settings import Settings
+
+NOT_LOADED = "the model is not loaded"
+
+
+@dataclass
+class ServiceState:
+    """What the lifespan sets up: settings (read there unless given), the predictor, metrics."""
+
+    settings: Settings | None
+    metrics: Metrics = field(default_factory=Metrics)
+    status: Literal["loading", "ok", "error"] = "loading"
+    predictor: Predictor | None = None
+    started_at: float = field(default_factory=time.monotonic)
+
+    def upload_limit(self) -> int:
+        if self.settings is None:  # the lifespan has not read them yet: the default holds
+            return int(Settings.model_fields["max_upload_bytes"].default)
+        return self.settings.max_upload_bytes
+
+
+def get_state(request: Request) -> ServiceState:
+    state: ServiceState = request.app.state.service
+    return state
+
+
+def get_settings(state: Annotated[ServiceState, Depends(get_state)]) -> Settings:
+    if state.settings is None:
+        raise HTTPException(503, detail=NOT_LOADED)
+    return state.settings
+
+
+def get_predictor(state: Annotated[ServiceState, Depends(get_state)]) -> Predictor:
+    if state.predictor is None:
+        raise HTTPException(503, detail=NOT_LOADED)
+    return state.predictor
+
+
+def get_metrics(state: Annotated[ServiceState, Depends(get_state)]) -> Metrics:
+    return state.metrics
+
+
+StateDep = Annotated[ServiceState, Depends(get_state)]
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+PredictorDep = Annotated[Predictor, Depends(get_predictor)]
+MetricsDep = Annotated[Metrics, Depends(get_metrics)]

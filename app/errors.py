@@ -1,0 +1,118 @@
+"""Error answers: always JSON ``{"detail": "..."}`` with a short message, never a traceback.
+
+Also the OpenAPI descriptions of those answers, so /docs shows each with an example.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from app.schemas import ErrorResponse
+from models.preprocessing import ImageError, NotAnImageError
+
+logger = logging.getLogger("app")
+
+SUPPORTED_FORMATS = "PNG, JPEG, WebP, BMP, GIF or TIFF"
+INTERNAL_ERROR = "internal server error"
+
+# status: (when, an example detail)
+_ERRORS: dict[int, tuple[str, str]] = {
+    400: (
+        "The upload is empty, not a decodable image, truncated, or over the pixel limit",
+        "the file is empty",
+    ),
+    413: ("The request body is larger than the upload limit", "the upload is larger than 10485760 bytes"),
+    415: (
+        "The file is a known non-image type (PDF, SVG, HTML, JSON, text)",
+        f"the file is PDF, not an image; send a {SUPPORTED_FORMATS} image",
+    ),
+    422: (
+        "A parameter or the file field is missing or invalid",
+        "top_k: Input should be less than or equal to 10",
+    ),
+    500: ("An unexpected error, logged on the server", INTERNAL_ERROR),
+    503: ("The model is not loaded (the service is starting or failed to start)", "the model is not loaded"),
+}
+
+
+def error_responses(
+    *statuses: int, overrides: dict[int, tuple[str, str]] | None = None
+) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses=`` entries for these statuses, each with a schema and an example.
+
+    ``overrides`` maps a status to a route's own (description, example detail).
+    """
+    responses: dict[int | str, dict[str, Any]] = {}
+    for status in statuses:
+        description, example = (overrides or {}).get(status, _ERRORS[status])
+        responses[status] = {
+            "model": ErrorResponse,
+            "description": description,
+            "content": {"application/json": {"example": {"detail": example}}},
+        }
+    return responses
+
+
+def image_error(exc: ImageError, prefix: str = "", batch: bool = False) -> HTTPException:
+    """The HTTP answer for an upload the preprocessing rejected."""
+    if isinstance(exc, NotAnImageError):
+        detail = f"{prefix}{exc}; send a {SUPPORTED_FORMATS} image"
+        # In a batch, one bad file is a 400 naming it (the request as a whole is fine).
+        return HTTPException(400 if batch else 415, detail=detail)
+    return HTTPException(400, detail=f"{prefix}{exc}")
+
+
+def _describe_validation(exc: RequestValidationError) -> str:
+    problems = []
+    for error in exc.errors():
+        # loc is ("query", "top_k") or ("body", "file"): the parameter name is what a client knows.
+        name = ".".join(str(part) for part in error.get("loc", ())[1:]) or "request"
+        problems.append(f"{name}: {error.get('msg', 'invalid')}")
+    return "; ".join(problems)
+
+
+async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    return JSONResponse({"detail": _describe_validation(exc)}, status_code=422)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Validation errors as one readable string, like every other error."""
+    app.add_exception_handler(RequestValidationError, _validation_error)
+
+
+class UnexpectedErrorMiddleware:
+    """Log an unhandled exception with its traceback and answer a bare 500.
+
+    Unlike an ``Exception`` handler, this does not re-raise to the server, which would
+    log the same traceback a second time.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        response_started = False
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal response_started
+            if message["type"] == "http.response.start":
+                response_started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        except Exception:
+            logger.exception("unhandled error on %s %s", scope["method"], scope["path"])
+            if response_started:
+                raise  # too late for a clean answer: the server drops the connection
+            await JSONResponse({"detail": INTERNAL_ERROR}, status_code=500)(scope, receive, send)

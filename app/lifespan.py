@@ -1,0 +1,95 @@
+"""Start-up and shut-down: read settings, load and warm up the model, report failures in one line."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from app.dependencies import ServiceState
+from app.predictor import DeviceError, Predictor
+from app.settings import SettingsError, load_settings
+from models.checkpoint import CheckpointError
+
+logger = logging.getLogger("app")
+
+
+class StartupError(RuntimeError):
+    """The service cannot start; the message is the whole story (path and reason)."""
+
+
+def configure_logging(level: str) -> None:
+    """Give the app's loggers a level, and a handler when nobody configured one.
+
+    uvicorn configures only its own loggers; without this our INFO lines would vanish.
+    """
+    for name in ("app", "models"):
+        named = logging.getLogger(name)
+        named.setLevel(level.upper())
+        if not named.handlers and not logging.getLogger().handlers:
+            handler = logging.StreamHandler()
+            handler.setFormatter(logging.Formatter("%(levelname)-9s %(name)s: %(message)s"))
+            named.addHandler(handler)
+
+
+def describe(predictor: Predictor) -> str:
+    loaded = predictor.loaded
+    accuracy = loaded.metrics.get("test_accuracy")
+    return (
+        f"model ready: device={predictor.device} arch={loaded.arch} "
+        f"parameters={predictor.num_parameters:,} version={loaded.version} "
+        f"test_accuracy={'unknown' if accuracy is None else f'{accuracy:.4f}'}"
+    )
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    """Load the model before the first request; any failure stops the server."""
+    state: ServiceState = app.state.service
+    state.started_at = time.monotonic()
+    try:
+        state.settings = state.settings or load_settings()
+        configure_logging(state.settings.log_level)
+        # Blocking on purpose: nothing is served until the model is ready.
+        predictor = Predictor.load(
+            state.settings.model_path, state.settings.device, state.settings.max_image_pixels
+        )
+    except (SettingsError, CheckpointError, DeviceError) as exc:
+        state.status = "error"
+        raise StartupError(f"cannot start: {exc}") from None
+    state.metrics.set_model(predictor)
+    state.predictor = predictor
+    state.status = "ok"
+    logger.info(describe(predictor))
+    yield
+    logger.info("shutting down")
+
+
+class StartupErrorReporter:
+    """Report a StartupError to the server as its one-line message, not a traceback.
+
+    Starlette sends the formatted traceback with ``lifespan.startup.failed``, and uvicorn
+    logs that message; for a missing model file a single line says it better.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "lifespan":
+            await self.app(scope, receive, send)
+            return
+
+        async def short_send(message: Message) -> None:
+            # Starlette sends this from inside its ``except`` block: exc_info is the cause.
+            error = sys.exc_info()[1]
+            if message["type"] == "lifespan.startup.failed" and isinstance(error, StartupError):
+                message = {**message, "message": str(error)}
+            await send(message)
+
+        await self.app(scope, receive, short_send)

@@ -1,0 +1,50 @@
+"""Assemble the FastAPI app. Serve it with ``uvicorn app.main:app`` or ``fashion-serve``.
+
+Importing this module builds the app but loads nothing: settings are read and the model
+is loaded by the lifespan, when a server starts it.
+"""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from app import __version__
+from app.dependencies import ServiceState
+from app.errors import UnexpectedErrorMiddleware, install_error_handlers
+from app.lifespan import StartupErrorReporter, lifespan
+from app.metrics import MetricsMiddleware
+from app.routes import health, metrics, model, predict
+from app.settings import Settings
+from app.upload_limit import UploadLimitMiddleware
+
+DESCRIPTION = """\
+Classifies pictures of clothing into the ten Fashion-MNIST classes.
+
+Upload any common image format at any size: it is converted to a 28x28 grayscale,
+light-on-black picture (inverted when it is a dark item on a light background) and
+normalised with the model's own statistics. Errors are JSON: `{"detail": "..."}`.
+"""
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """A new app; ``settings`` default to the FASHION_* environment, read at start-up."""
+    app = FastAPI(
+        title="Fashion-MNIST classifier",
+        version=__version__,
+        description=DESCRIPTION,
+        lifespan=lifespan,
+    )
+    state = ServiceState(settings=settings)
+    app.state.service = state
+    install_error_handlers(app)
+    for router in (predict.router, model.router, health.router, metrics.router):
+        app.include_router(router)
+    # Added last = outermost: metrics see every request, 413s and 500s included.
+    app.add_middleware(UploadLimitMiddleware, max_bytes=state.upload_limit)
+    app.add_middleware(UnexpectedErrorMiddleware)
+    app.add_middleware(MetricsMiddleware, metrics=state.metrics)
+    app.add_middleware(StartupErrorReporter)
+    return app
+
+
+app = create_app()

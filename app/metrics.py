@@ -1,0 +1,97 @@
+"""Prometheus metrics: requests and latency per route, predictions per class, the model.
+
+Each app has its own CollectorRegistry, so several apps in one process (tests) never
+share or collide on counters. With ``--workers N`` each worker counts its own requests.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, Info, generate_latest
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from app.predictor import Prediction, Predictor
+
+
+class Metrics:
+    """The service's metrics, in a registry of their own."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "fashion_http_requests",
+            "HTTP requests by method, route template and status code",
+            ["method", "route", "status"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "fashion_http_request_duration_seconds",
+            "Time from request to the end of the response, by method and route template",
+            ["method", "route"],
+            registry=self.registry,
+        )
+        self.predictions = Counter(
+            "fashion_predictions",
+            "Images classified, by predicted class",
+            ["class_name"],
+            registry=self.registry,
+        )
+        self.model = Info("fashion_model", "The model being served", registry=self.registry)
+
+    def set_model(self, predictor: Predictor) -> None:
+        loaded = predictor.loaded
+        accuracy = loaded.metrics.get("test_accuracy")
+        self.model.info(
+            {
+                "version": loaded.version,
+                "arch": loaded.arch,
+                "parameters": str(predictor.num_parameters),
+                "device": str(predictor.device),
+                "test_accuracy": "" if accuracy is None else f"{accuracy:.4f}",
+            }
+        )
+        for name in predictor.classes:
+            self.predictions.labels(name)  # every class shows, at 0, from the start
+
+    def count_predictions(self, predictions: Iterable[Prediction]) -> None:
+        for prediction in predictions:
+            self.predictions.labels(prediction.top[0].name).inc()
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+def route_template(scope: Scope) -> str:
+    """The matched route's path template ("/predict"), never the raw path: bounded labels."""
+    return getattr(scope.get("route"), "path", None) or "unmatched"
+
+
+class MetricsMiddleware:
+    """Count every HTTP request and time it, including those a later layer refuses."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        status = 500  # unless a response starts: an exception escaped
+
+        async def recording_send(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, recording_send)
+        finally:
+            route = route_template(scope)
+            method = scope["method"]
+            self.metrics.requests.labels(method, route, str(status)).inc()
+            self.metrics.latency.labels(method, route).observe(time.perf_counter() - start)

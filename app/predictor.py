@@ -1,0 +1,172 @@
+"""The model behind the API, as plain Python: load, preprocess, predict, postprocess.
+
+The request path is named steps, so a later dynamic batcher can sit between them::
+
+    preprocess(bytes) -> Preprocessed        decode and normalise one upload (any thread)
+    predict_batch([tensor, ...]) -> [probs]  one forward pass for many items
+    postprocess(probs, top_k) -> [ScoredClass]
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from models.checkpoint import CheckpointError, LoadedModel, load_checkpoint
+from models.preprocessing import (
+    DEFAULT_MAX_PIXELS,
+    INPUT_SIZE,
+    ImageError,
+    InvertMode,
+    Preprocessed,
+    decode_image,
+    preprocess,
+)
+
+
+class DeviceError(RuntimeError):
+    """The configured device does not exist on this machine."""
+
+
+class ItemError(ValueError):
+    """One item of a batch cannot be used; ``index`` says which, ``error`` why."""
+
+    def __init__(self, index: int, error: ImageError) -> None:
+        super().__init__(f"item {index}: {error}")
+        self.index = index
+        self.error = error
+
+
+@dataclass(frozen=True)
+class ScoredClass:
+    index: int
+    name: str
+    probability: float
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """The top classes of one image, best first, and what preprocessing did to it."""
+
+    top: list[ScoredClass]
+    original_size: tuple[int, int]
+    inverted: bool
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` is CUDA when present, else the CPU; an explicit GPU must exist."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise DeviceError(f"device {name!r}: CUDA is not available on this machine")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise DeviceError(f"device {name!r}: this machine has {torch.cuda.device_count()} GPU(s)")
+    return device
+
+
+class Predictor:
+    """A loaded, warmed-up classifier. Thread-safe: inference only reads the weights."""
+
+    def __init__(self, loaded: LoadedModel, device: torch.device, max_image_pixels: int) -> None:
+        spec = loaded.input_spec
+        # The shared preprocessing produces 1x28x28; anything else cannot be fed.
+        if (spec.channels, spec.height, spec.width) != (1, INPUT_SIZE, INPUT_SIZE):
+            raise CheckpointError(
+                f"{loaded.path}: the model expects {spec.channels}x{spec.height}x{spec.width} input; "
+                f"this server feeds 1x{INPUT_SIZE}x{INPUT_SIZE}"
+            )
+        self.loaded = loaded
+        self.device = device
+        self.max_image_pixels = max_image_pixels
+        self.classes = list(loaded.classes)
+        # Counted before fusing, which changes the count but not what the network learned.
+        self.num_parameters = loaded.num_parameters
+        model = loaded.model.eval()
+        fuse = getattr(model, "fuse_for_inference", None)
+        if callable(fuse):
+            fuse()  # folds batch norm into the convs: same function, fewer ops per call
+        self.model = model.to(device)
+        self._warm_up()
+
+    @classmethod
+    def load(
+        cls,
+        path: str | os.PathLike[str],
+        device: str = "auto",
+        max_image_pixels: int = DEFAULT_MAX_PIXELS,
+    ) -> Predictor:
+        """Load a checkpoint (weights_only), move it to the device, eval, fuse, warm up."""
+        return cls(load_checkpoint(Path(path)), resolve_device(device), max_image_pixels)
+
+    @property
+    def version(self) -> str:
+        return self.loaded.version
+
+    def _warm_up(self) -> None:
+        # The first call pays for lazy initialisation (kernels, allocator); do it before
+        # serving, and check on the way that the outputs match the class list.
+        try:
+            probs = self.predict(torch.zeros(1, 1, INPUT_SIZE, INPUT_SIZE))
+        except RuntimeError as exc:
+            first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+            raise CheckpointError(f"{self.loaded.path}: warm-up inference failed ({first})") from None
+        if probs.shape != (1, len(self.classes)):
+            raise CheckpointError(
+                f"{self.loaded.path}: the network has {probs.shape[-1]} outputs "
+                f"but the checkpoint names {len(self.classes)} classes"
+            )
+
+    def preprocess(self, data: bytes, invert: InvertMode = "auto") -> Preprocessed:
+        """Uploaded bytes to a normalised 1x28x28 tensor; raises an ImageError subclass."""
+        image = decode_image(data, self.max_image_pixels)
+        spec = self.loaded.input_spec
+        return preprocess(image, spec.mean, spec.std, invert)
+
+    @torch.inference_mode()
+    def predict(self, batch: torch.Tensor) -> torch.Tensor:
+        """N x 1 x 28 x 28 normalised inputs to N x classes probabilities, on the CPU."""
+        logits = self.model(batch.to(self.device, non_blocking=True))
+        return logits.float().softmax(dim=1).cpu()
+
+    def predict_batch(self, tensors: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        """Per-item probabilities for 1x28x28 tensors, in one forward pass."""
+        if not tensors:
+            return []
+        return list(self.predict(torch.stack(list(tensors))).unbind(0))
+
+    def postprocess(self, probs: torch.Tensor, top_k: int) -> list[ScoredClass]:
+        """The ``top_k`` most probable classes, best first."""
+        values, indices = probs.topk(min(top_k, len(self.classes)))
+        return [
+            ScoredClass(index=i, name=self.classes[i], probability=float(p))
+            for p, i in zip(values.tolist(), indices.tolist(), strict=True)
+        ]
+
+    def classify(self, data: bytes, top_k: int = 3, invert: InvertMode = "auto") -> Prediction:
+        """One upload, end to end; raises an ImageError subclass for a bad one."""
+        return self._predict_items([self.preprocess(data, invert)], top_k)[0]
+
+    def classify_many(
+        self, payloads: Sequence[bytes], top_k: int = 3, invert: InvertMode = "auto"
+    ) -> list[Prediction]:
+        """Several uploads, in order; the first bad one raises ItemError naming its index."""
+        items = []
+        for index, data in enumerate(payloads):
+            try:
+                items.append(self.preprocess(data, invert))
+            except ImageError as exc:
+                raise ItemError(index, exc) from exc
+        return self._predict_items(items, top_k)
+
+    def _predict_items(self, items: Sequence[Preprocessed], top_k: int) -> list[Prediction]:
+        probabilities = self.predict_batch([item.tensor for item in items])
+        return [
+            Prediction(self.postprocess(probs, top_k), item.original_size, item.inverted)
+            for item, probs in zip(items, probabilities, strict=True)
+        ]

@@ -1,0 +1,41 @@
+"""GET /metrics: Prometheus text format."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Response
+from prometheus_client import CONTENT_TYPE_LATEST
+
+from app.dependencies import MetricsDep
+
+router = APIRouter(tags=["metrics"])
+
+EXAMPLE = "\n".join(
+    [
+        "# HELP fashion_http_requests_total HTTP requests by method, route template and status code",
+        "# TYPE fashion_http_requests_total counter",
+        'fashion_http_requests_total{method="POST",route="/predict",status="200"} 12.0',
+        "# HELP fashion_predictions_total Images classified, by predicted class",
+        "# TYPE fashion_predictions_total counter",
+        'fashion_predictions_total{class_name="Ankle boot"} 3.0',
+        "# HELP fashion_model_info The model being served",
+        "# TYPE fashion_model_info gauge",
+        'fashion_model_info{arch="cnn",device="cpu",parameters="235834",'
+        'test_accuracy="0.9312",version="3f2a9c01d4e5"} 1.0',
+        "",
+    ]
+)
+
+
+@router.get(
+    "/metrics",
+    response_class=Response,
+    responses={
+        200: {
+            "description": "Prometheus text exposition format",
+            "content": {CONTENT_TYPE_LATEST: {"schema": {"type": "string"}, "example": EXAMPLE}},
+        }
+    },
+)
+async def read_metrics(metrics: MetricsDep) -> Response:
+    """Request counts and latency per route, predictions per class, and the model's identity."""
+    return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,60 @@
+"""GET /classes and /model: what the served checkpoint is."""
+
+from __future__ import annotations
+
+from pathlib import PurePath
+from typing import Any
+
+from fastapi import APIRouter
+
+from app.dependencies import PredictorDep
+from app.errors import error_responses
+from app.schemas import ClassesResponse, InputInfo, ModelInfoResponse
+
+router = APIRouter(tags=["model"])
+
+# Training arguments that hold paths on the training machine: only their last part is
+# shown, so no response reveals a directory layout.
+_PATH_ARGS = {"data_dir", "cache_dir", "output", "resume", "images", "annotations", "test_annotations"}
+
+
+def public_train_args(train_args: dict[str, Any]) -> dict[str, Any]:
+    """The training arguments with path values cut to their final component."""
+    return {
+        key: PurePath(value).name if key in _PATH_ARGS and isinstance(value, str) and value else value
+        for key, value in train_args.items()
+    }
+
+
+@router.get("/classes", response_model=ClassesResponse, responses=error_responses(503))
+async def read_classes(predictor: PredictorDep) -> ClassesResponse:
+    """The class names, in index order, as the checkpoint lists them."""
+    return ClassesResponse(classes=predictor.classes)
+
+
+@router.get("/model", response_model=ModelInfoResponse, responses=error_responses(503))
+async def read_model(predictor: PredictorDep) -> ModelInfoResponse:
+    """The checkpoint's metadata: architecture, size, classes, input, metrics, training."""
+    loaded = predictor.loaded
+    spec = loaded.input_spec
+    return ModelInfoResponse(
+        version=loaded.version,
+        sha256=loaded.sha256,
+        arch=loaded.arch,
+        model_args=loaded.model_args,
+        num_parameters=predictor.num_parameters,
+        classes=predictor.classes,
+        input=InputInfo(
+            height=spec.height,
+            width=spec.width,
+            channels=spec.channels,
+            mean=list(spec.mean),
+            std=list(spec.std),
+        ),
+        metrics=loaded.metrics,
+        train_args=public_train_args(loaded.train_args),
+        created_at=loaded.created_at,
+        torch_version=loaded.torch_version,
+        format_version=loaded.format_version,
+        device=str(predictor.device),
+    )

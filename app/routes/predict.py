@@ -1,0 +1,93 @@
+"""POST /predict and /predict/batch: classify uploaded images."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, File, HTTPException, Query, UploadFile
+from starlette.concurrency import run_in_threadpool
+
+from app.dependencies import MetricsDep, PredictorDep, SettingsDep
+from app.errors import error_responses, image_error
+from app.predictor import ItemError
+from app.schemas import BatchPredictionResponse, PredictionResponse
+from models.preprocessing import ImageError, InvertMode
+
+router = APIRouter(prefix="/predict", tags=["predict"])
+
+TopK = Annotated[int, Query(ge=1, le=10, description="how many of the most probable classes to list")]
+Invert = Annotated[
+    InvertMode,
+    Query(description="auto: invert when the border is mostly light (dark item on white); true; false"),
+]
+FILE_HELP = "a PNG, JPEG, WebP, BMP, GIF or TIFF image, any size"
+
+
+@router.post(
+    "",
+    response_model=PredictionResponse,
+    responses=error_responses(400, 413, 415, 422, 500, 503),
+)
+async def predict_image(
+    file: Annotated[UploadFile, File(description=FILE_HELP)],
+    predictor: PredictorDep,
+    metrics: MetricsDep,
+    top_k: TopK = 3,
+    invert: Invert = "auto",
+) -> PredictionResponse:
+    """Classify one image."""
+    data = await file.read()
+    try:
+        # Decoding and inference are CPU-bound: off the event loop, so /health still answers.
+        prediction = await run_in_threadpool(predictor.classify, data, top_k, invert)
+    except ImageError as exc:
+        raise image_error(exc) from None
+    metrics.count_predictions([prediction])
+    return PredictionResponse.build(prediction, predictor.version)
+
+
+@router.post(
+    "/batch",
+    response_model=BatchPredictionResponse,
+    responses=error_responses(
+        400,
+        413,
+        422,
+        500,
+        503,
+        overrides={
+            400: (
+                "A file is empty, not an image, truncated or over the pixel limit (the detail names "
+                "its index and filename), or there are more files than allowed",
+                "files[2] (scan.pdf): the file is PDF, not an image; send a PNG, JPEG, WebP, BMP, GIF "
+                "or TIFF image",
+            )
+        },
+    ),
+)
+async def predict_batch(
+    files: Annotated[list[UploadFile], File(description=f"one or more images: {FILE_HELP}")],
+    predictor: PredictorDep,
+    metrics: MetricsDep,
+    settings: SettingsDep,
+    top_k: TopK = 3,
+    invert: Invert = "auto",
+) -> BatchPredictionResponse:
+    """Classify several images in one request; one bad file fails the whole request."""
+    if len(files) > settings.max_batch_files:
+        raise HTTPException(400, detail=f"too many files: {len(files)}; at most {settings.max_batch_files}")
+    payloads = [await upload.read() for upload in files]
+    try:
+        predictions = await run_in_threadpool(predictor.classify_many, payloads, top_k, invert)
+    except ItemError as exc:
+        name = _short_name(files[exc.index].filename)
+        raise image_error(exc.error, prefix=f"files[{exc.index}] {name}: ", batch=True) from None
+    metrics.count_predictions(predictions)
+    return BatchPredictionResponse(
+        predictions=[PredictionResponse.build(p, predictor.version) for p in predictions]
+    )
+
+
+def _short_name(filename: str | None) -> str:
+    # The client's own name for the file, capped: it is echoed back, not trusted.
+    return f"({(filename or '')[:100]})"

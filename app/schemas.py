@@ -1,0 +1,177 @@
+"""Response bodies: each has a pydantic schema and an example, shown in /docs."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from app.predictor import Prediction, ScoredClass
+
+VERSION_EXAMPLE = "3f2a9c01d4e5"
+CLASSES_EXAMPLE = [
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+]
+
+
+def _example(example: dict[str, Any]) -> ConfigDict:
+    return ConfigDict(json_schema_extra={"examples": [example]})
+
+
+class ClassScore(BaseModel):
+    class_name: str
+    class_index: int
+    probability: float = Field(ge=0, le=1)
+
+    model_config = _example({"class_name": "Ankle boot", "class_index": 9, "probability": 0.981})
+
+
+class PreprocessingInfo(BaseModel):
+    original_size: tuple[int, int] = Field(description="width and height of the upload, in pixels")
+    inverted: bool = Field(description="whether the image was inverted to light-on-black")
+
+    model_config = _example({"original_size": [28, 28], "inverted": False})
+
+
+PREDICTION_EXAMPLE: dict[str, Any] = {
+    "class_name": "Ankle boot",
+    "class_index": 9,
+    "confidence": 0.981,
+    "top_k": [
+        {"class_name": "Ankle boot", "class_index": 9, "probability": 0.981},
+        {"class_name": "Sneaker", "class_index": 7, "probability": 0.012},
+        {"class_name": "Sandal", "class_index": 5, "probability": 0.004},
+    ],
+    "preprocessing": {"original_size": [28, 28], "inverted": False},
+    "model_version": VERSION_EXAMPLE,
+}
+
+
+class PredictionResponse(BaseModel):
+    """The most probable class of one image, the top k, and what preprocessing did."""
+
+    class_name: str
+    class_index: int
+    confidence: float = Field(ge=0, le=1, description="probability of the predicted class")
+    top_k: list[ClassScore]
+    preprocessing: PreprocessingInfo
+    model_version: str = Field(description="first 12 hex digits of the model file's SHA-256")
+
+    model_config = _example(PREDICTION_EXAMPLE)
+
+    @classmethod
+    def build(cls, prediction: Prediction, model_version: str) -> PredictionResponse:
+        def score(item: ScoredClass) -> ClassScore:
+            # Six decimals are plenty for a probability and keep the JSON readable.
+            return ClassScore(
+                class_name=item.name, class_index=item.index, probability=round(item.probability, 6)
+            )
+
+        best = prediction.top[0]
+        return cls(
+            class_name=best.name,
+            class_index=best.index,
+            confidence=round(best.probability, 6),
+            top_k=[score(item) for item in prediction.top],
+            preprocessing=PreprocessingInfo(
+                original_size=prediction.original_size, inverted=prediction.inverted
+            ),
+            model_version=model_version,
+        )
+
+
+class BatchPredictionResponse(BaseModel):
+    predictions: list[PredictionResponse] = Field(description="one per file, in upload order")
+
+    model_config = _example({"predictions": [PREDICTION_EXAMPLE]})
+
+
+class ClassesResponse(BaseModel):
+    classes: list[str] = Field(description="class names in index order")
+
+    model_config = _example({"classes": CLASSES_EXAMPLE})
+
+
+class HealthResponse(BaseModel):
+    status: Literal["ok"]
+    model_version: str
+    device: str
+    uptime_s: float = Field(description="seconds since the service started")
+
+    model_config = _example(
+        {"status": "ok", "model_version": VERSION_EXAMPLE, "device": "cpu", "uptime_s": 42.7}
+    )
+
+
+class HealthProblem(BaseModel):
+    status: Literal["loading", "error"]
+    detail: str | None = None
+
+    model_config = _example({"status": "loading", "detail": None})
+
+
+class LivenessResponse(BaseModel):
+    status: Literal["alive"]
+
+    model_config = _example({"status": "alive"})
+
+
+class InputInfo(BaseModel):
+    height: int
+    width: int
+    channels: int
+    mean: list[float] = Field(description="normalisation: (pixel / 255 - mean) / std")
+    std: list[float]
+
+
+class ModelInfoResponse(BaseModel):
+    """What the checkpoint says about itself."""
+
+    version: str = Field(description="first 12 hex digits of the model file's SHA-256")
+    sha256: str
+    arch: str
+    model_args: dict[str, Any]
+    num_parameters: int
+    classes: list[str]
+    input: InputInfo
+    metrics: dict[str, Any] = Field(description="figures recorded by training (test accuracy, ...)")
+    train_args: dict[str, Any] = Field(description="the training command's arguments; paths shortened")
+    created_at: str | None = Field(description="when training wrote the file (UTC)")
+    torch_version: str | None
+    format_version: int | None = Field(description="checkpoint layout version; null for a bare state dict")
+    device: str
+
+    model_config = _example(
+        {
+            "version": VERSION_EXAMPLE,
+            "sha256": VERSION_EXAMPLE + "0" * 52,
+            "arch": "cnn",
+            "model_args": {"num_classes": 10},
+            "num_parameters": 235_834,
+            "classes": CLASSES_EXAMPLE,
+            "input": {"height": 28, "width": 28, "channels": 1, "mean": [0.286], "std": [0.353]},
+            "metrics": {"test_accuracy": 0.9312, "test_loss": 0.2011, "train_seconds": 1412.5},
+            "train_args": {"arch": "cnn", "epochs": 30, "lr": 0.1, "data_dir": "fashion-mnist"},
+            "created_at": "2026-11-27T01:30:00+00:00",
+            "torch_version": "2.14.1",
+            "format_version": 1,
+            "device": "cpu",
+        }
+    )
+
+
+class ErrorResponse(BaseModel):
+    """Every 4xx and 5xx answer: a short message the client can act on."""
+
+    detail: str
+
+    model_config = _example({"detail": "the file is not a decodable image"})

@@ -1,0 +1,86 @@
+"""A real server: uvicorn in a subprocess on a free port, and the fashion-serve command."""
+
+import hashlib
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from app.serve import get_args_parser
+from tests.app.images import png_bytes
+from tests.conftest import REPO
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.mark.slow
+def test_a_real_uvicorn_server_classifies_a_posted_png(tiny_checkpoint: Path) -> None:
+    port = free_port()
+    env = {**os.environ, "FASHION_MODEL_PATH": str(tiny_checkpoint), "FASHION_DEVICE": "cpu"}
+    server = subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", "app.main:app", "--host", "127.0.0.1", "--port", str(port)],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        # Poll until ready; the deadline only stops a broken start from hanging the suite.
+        deadline = time.monotonic() + 180
+        while True:
+            assert server.poll() is None, (
+                f"the server exited:\n{server.stdout.read() if server.stdout else ''}"
+            )
+            assert time.monotonic() < deadline, "the server never became ready"
+            try:
+                if httpx.get(f"{base}/health", timeout=5).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            time.sleep(0.2)
+        response = httpx.post(
+            f"{base}/predict", files={"file": ("item.png", png_bytes(), "image/png")}, timeout=30
+        )
+        assert response.status_code == 200
+        body = response.json()
+        assert body["model_version"] == hashlib.sha256(tiny_checkpoint.read_bytes()).hexdigest()[:12]
+        assert body["preprocessing"] == {"original_size": [28, 28], "inverted": False}
+        assert len(body["top_k"]) == 3
+        assert httpx.get(f"{base}/health/live", timeout=5).json() == {"status": "alive"}
+    finally:
+        server.terminate()
+        output, _ = server.communicate(timeout=60)
+    assert "model ready: device=cpu arch=cnn" in output
+    assert "Traceback" not in output
+
+
+def test_fashion_serve_has_host_port_and_workers() -> None:
+    args = get_args_parser().parse_args(["--host", "0.0.0.0", "--port", "9000", "--workers", "2"])
+    assert (args.host, args.port, args.workers) == ("0.0.0.0", 9000, 2)
+
+
+@pytest.mark.slow
+def test_fashion_serve_refuses_a_missing_model_before_starting(tmp_path: Path) -> None:
+    missing = tmp_path / "gone.pth"
+    result = subprocess.run(
+        [sys.executable, "-m", "app.serve", "--port", "0"],
+        cwd=REPO,
+        env={**os.environ, "FASHION_MODEL_PATH": str(missing)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 2
+    assert result.stdout == ""
+    assert result.stderr == f"error: {missing}: model file not found\n"

@@ -1,0 +1,65 @@
+from pathlib import Path
+
+import pytest
+
+from app.settings import Settings, SettingsError, load_settings, shipped_model_path
+from tests.conftest import REPO
+
+
+def test_defaults_serve_the_shipped_model_with_the_documented_limits() -> None:
+    settings = load_settings()
+    assert settings.model_path == REPO / "models" / "model.pth"
+    assert settings.model_path == shipped_model_path()
+    assert settings.device == "auto"
+    assert settings.max_upload_bytes == 10 * 1024 * 1024
+    assert settings.max_image_pixels == 16_000_000
+    assert settings.max_batch_files == 64
+    assert settings.log_level == "info"
+
+
+def test_every_field_is_read_from_one_environment_prefix(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FASHION_MODEL_PATH", "/srv/model.pth")
+    monkeypatch.setenv("FASHION_DEVICE", "CUDA:1")
+    monkeypatch.setenv("FASHION_MAX_UPLOAD_BYTES", "1000")
+    monkeypatch.setenv("FASHION_MAX_IMAGE_PIXELS", "2000")
+    monkeypatch.setenv("FASHION_MAX_BATCH_FILES", "3")
+    monkeypatch.setenv("FASHION_LOG_LEVEL", "DEBUG")
+    settings = load_settings()
+    assert settings == Settings(
+        model_path=Path("/srv/model.pth"),
+        device="cuda:1",
+        max_upload_bytes=1000,
+        max_image_pixels=2000,
+        max_batch_files=3,
+        log_level="debug",
+    )
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "expected"),
+    [
+        ("FASHION_DEVICE", "gpu", "'gpu' is not a device; valid: auto, cpu, cuda, cuda:N"),
+        ("FASHION_DEVICE", "cuda:x", "valid: auto, cpu, cuda, cuda:N"),
+        ("FASHION_LOG_LEVEL", "loud", "'debug', 'info', 'warning', 'error' or 'critical'"),
+        ("FASHION_MAX_UPLOAD_BYTES", "0", "greater than or equal to 1"),
+        ("FASHION_MAX_IMAGE_PIXELS", "many", "valid integer"),
+        ("FASHION_MAX_BATCH_FILES", "-1", "greater than or equal to 1"),
+    ],
+)
+def test_an_invalid_value_is_refused_with_the_valid_ones(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str, expected: str
+) -> None:
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(SettingsError) as caught:
+        load_settings()
+    message = str(caught.value)
+    assert message.startswith(f"invalid settings: {variable}: ")
+    assert expected in message
+    assert "\n" not in message
+
+
+def test_several_bad_values_are_all_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FASHION_DEVICE", "tpu")
+    monkeypatch.setenv("FASHION_MAX_BATCH_FILES", "0")
+    with pytest.raises(SettingsError, match=r"FASHION_DEVICE: .*; FASHION_MAX_BATCH_FILES: "):
+        load_settings()
