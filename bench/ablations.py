@@ -21,23 +21,17 @@ from training.train import main as train
 
 VARIANTS: dict[str, list[str]] = {
     "default recipe": [],
-    "no augmentation (shift, flip, erasing off)": [
-        "--random-shift",
-        "0",
-        "--hflip",
-        "0",
+    "no augmentation (shift and flip off)": ["--random-shift", "0", "--hflip", "0"],
+    "no horizontal flip": ["--hflip", "0"],
+    "+ random erasing 0.25": ["--random-erasing", "0.25"],
+    "+ label smoothing 0.1": ["--label-smoothing", "0.1"],
+    "+ erasing 0.25, smoothing 0.1, dropout 0.2 (the first recipe)": [
         "--random-erasing",
-        "0",
-    ],
-    "no random erasing": ["--random-erasing", "0"],
-    "no label smoothing": ["--label-smoothing", "0"],
-    "lighter regularisation (no erasing, no smoothing, dropout 0.1)": [
-        "--random-erasing",
-        "0",
+        "0.25",
         "--label-smoothing",
-        "0",
+        "0.1",
         "--model-args",
-        '{"dropout": 0.1}',
+        '{"dropout": 0.2}',
     ],
     "no weight averaging (EMA off)": ["--ema-decay", "0"],
     "AdamW (lr 3e-3, wd 0.05) instead of SGD": ["--opt", "adamw", "--lr", "3e-3", "--weight-decay", "0.05"],

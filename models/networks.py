@@ -54,7 +54,7 @@ class CNN(nn.Module):
         num_classes: int = 10,
         widths: Sequence[int] = (24, 48, 48, 96, 96),
         pools_after: Sequence[int] = (0, 2),
-        dropout: float = 0.2,
+        dropout: float = 0.1,
     ) -> None:
         super().__init__()
         layers: list[nn.Module] = []

@@ -77,7 +77,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     )
 
     opt = parser.add_argument_group("optimisation")
-    opt.add_argument("--epochs", type=int, default=30)
+    opt.add_argument("--epochs", type=int, default=40)
     opt.add_argument("--batch-size", type=int, default=128)
     opt.add_argument("--opt", default="sgd", choices=["sgd", "adamw"])
     opt.add_argument("--lr", type=float, default=0.1, help="peak learning rate")
@@ -85,7 +85,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     opt.add_argument("--no-nesterov", dest="nesterov", action="store_false")
     opt.add_argument("--weight-decay", type=float, default=5e-4)
     opt.add_argument("--lr-scheduler", default="onecycle", choices=["onecycle", "cosine", "none"])
-    opt.add_argument("--label-smoothing", type=float, default=0.1)
+    opt.add_argument("--label-smoothing", type=float, default=0.0)
     opt.add_argument(
         "--ema-decay", type=float, default=0.999, help="weight averaging per step; 0 turns it off"
     )
@@ -93,7 +93,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     aug = parser.add_argument_group("augmentation")
     aug.add_argument("--random-shift", type=int, default=2, help="max shift in pixels")
     aug.add_argument("--hflip", type=float, default=0.5, help="probability of a mirror image")
-    aug.add_argument("--random-erasing", type=float, default=0.25, help="probability per image")
+    aug.add_argument("--random-erasing", type=float, default=0.0, help="probability per image")
     aug.add_argument(
         "--no-normalize",
         dest="normalize",
