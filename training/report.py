@@ -23,7 +23,7 @@ def confusion_matrix(targets: torch.Tensor, predictions: torch.Tensor, num_class
 
 def per_class_accuracy(matrix: torch.Tensor, classes: list[str]) -> dict[str, float]:
     totals = matrix.sum(dim=1).clamp(min=1)
-    return {name: float(matrix[i, i] / totals[i]) for i, name in enumerate(classes)}
+    return {name: int(matrix[i, i]) / int(totals[i]) for i, name in enumerate(classes)}
 
 
 def top_confusions(matrix: torch.Tensor, classes: list[str], k: int = 5) -> list[dict[str, Any]]:
