@@ -8,6 +8,7 @@ from typing import Annotated, Literal
 
 from fastapi import Depends, HTTPException, Request
 
+from app.batching import Batcher
 from app.metrics import Metrics
 from app.predictor import Predictor
 from app.settings import Settings
@@ -17,12 +18,14 @@ NOT_LOADED = "the model is not loaded"
 
 @dataclass
 class ServiceState:
-    """What the lifespan sets up: settings (read there unless given), the predictor, metrics."""
+    """What the lifespan sets up: settings (read there unless given), the predictor, its
+    batcher, metrics."""
 
     settings: Settings | None
     metrics: Metrics = field(default_factory=Metrics)
     status: Literal["loading", "ok", "error"] = "loading"
     predictor: Predictor | None = None
+    batcher: Batcher | None = None
     started_at: float = field(default_factory=time.monotonic)
 
     def upload_limit(self) -> int:
@@ -48,6 +51,12 @@ def get_predictor(state: Annotated[ServiceState, Depends(get_state)]) -> Predict
     return state.predictor
 
 
+def get_batcher(state: Annotated[ServiceState, Depends(get_state)]) -> Batcher:
+    if state.batcher is None:
+        raise HTTPException(503, detail=NOT_LOADED)
+    return state.batcher
+
+
 def get_metrics(state: Annotated[ServiceState, Depends(get_state)]) -> Metrics:
     return state.metrics
 
@@ -55,4 +64,5 @@ def get_metrics(state: Annotated[ServiceState, Depends(get_state)]) -> Metrics:
 StateDep = Annotated[ServiceState, Depends(get_state)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 PredictorDep = Annotated[Predictor, Depends(get_predictor)]
+BatcherDep = Annotated[Batcher, Depends(get_batcher)]
 MetricsDep = Annotated[Metrics, Depends(get_metrics)]

@@ -13,6 +13,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.batching import InferenceTimeoutError, QueueFullError
 from app.schemas import ErrorResponse
 from models.preprocessing import ImageError, NotAnImageError
 
@@ -27,6 +28,10 @@ _ERRORS: dict[int, tuple[str, str]] = {
         "The upload is empty, not a decodable image, truncated, or over the pixel limit",
         "the file is empty",
     ),
+    401: (
+        "FASHION_API_KEY is set and the request does not carry it",
+        "missing or invalid API key: send Authorization: Bearer <key> or X-API-Key: <key>",
+    ),
     413: ("The request body is larger than the upload limit", "the upload is larger than 10485760 bytes"),
     415: (
         "The file is a known non-image type (PDF, SVG, HTML, JSON, text)",
@@ -37,8 +42,17 @@ _ERRORS: dict[int, tuple[str, str]] = {
         "top_k: Input should be less than or equal to 10",
     ),
     500: ("An unexpected error, logged on the server", INTERNAL_ERROR),
-    503: ("The model is not loaded (the service is starting or failed to start)", "the model is not loaded"),
+    503: (
+        "The model is not loaded (the service is starting or failed to start), or the queue is full "
+        "(retry after the Retry-After header's seconds)",
+        "the model is not loaded",
+    ),
+    504: ("The prediction did not come within the request timeout", "no prediction within 30 s; retry"),
 }
+BUSY = "the server is busy; retry shortly"
+# Seconds a client should wait after a full queue: at the design throughput a full queue
+# (1,024 images) drains in about a second.
+RETRY_AFTER_S = 1
 
 
 def error_responses(
@@ -82,9 +96,19 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse({"detail": _describe_validation(exc)}, status_code=422)
 
 
+async def _queue_full(request: Request, exc: Exception) -> JSONResponse:
+    return JSONResponse({"detail": BUSY}, status_code=503, headers={"Retry-After": str(RETRY_AFTER_S)})
+
+
+async def _timed_out(request: Request, exc: Exception) -> JSONResponse:
+    return JSONResponse({"detail": str(exc)}, status_code=504)  # names the timeout, nothing internal
+
+
 def install_error_handlers(app: FastAPI) -> None:
-    """Validation errors as one readable string, like every other error."""
+    """Validation errors as one readable string, like every other error; batching's 503 and 504."""
     app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(QueueFullError, _queue_full)
+    app.add_exception_handler(InferenceTimeoutError, _timed_out)
 
 
 class UnexpectedErrorMiddleware:

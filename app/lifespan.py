@@ -11,6 +11,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.batching import Batcher
 from app.dependencies import ServiceState
 from app.predictor import DeviceError, Predictor
 from app.settings import SettingsError, load_settings
@@ -63,11 +64,25 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         state.status = "error"
         raise StartupError(f"cannot start: {exc}") from None
     state.metrics.set_model(predictor)
-    state.predictor = predictor
+    settings = state.settings
+    batcher = Batcher(
+        predictor,
+        state.metrics,
+        max_batch_size=settings.max_batch_size,
+        max_wait_s=settings.max_batch_wait_ms / 1000,
+        max_queue=settings.max_queue,
+        timeout_s=settings.request_timeout_s,
+        preprocess_threads=settings.preprocess_threads,
+    )
+    state.predictor, state.batcher = predictor, batcher
     state.status = "ok"
     logger.info(describe(predictor))
-    yield
-    logger.info("shutting down")
+    try:
+        yield
+    finally:
+        logger.info("shutting down")
+        state.batcher = None
+        batcher.close()
 
 
 class StartupErrorReporter:

@@ -13,7 +13,7 @@ from app.dependencies import ServiceState
 from app.errors import UnexpectedErrorMiddleware, install_error_handlers
 from app.lifespan import StartupErrorReporter, lifespan
 from app.metrics import MetricsMiddleware
-from app.routes import health, metrics, model, predict
+from app.routes import health, metrics, model, page, predict
 from app.settings import Settings
 from app.upload_limit import UploadLimitMiddleware
 
@@ -37,8 +37,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     state = ServiceState(settings=settings)
     app.state.service = state
     install_error_handlers(app)
-    for router in (predict.router, model.router, health.router, metrics.router):
+    for router in (predict.router, model.router, health.router, metrics.router, page.router):
         app.include_router(router)
+    app.mount("/static", page.static_files(), name="static")
     # Added last = outermost: metrics see every request, 413s and 500s included.
     app.add_middleware(UploadLimitMiddleware, max_bytes=state.upload_limit)
     app.add_middleware(UnexpectedErrorMiddleware)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, Info, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, generate_latest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.predictor import Prediction, Predictor
@@ -39,6 +39,30 @@ class Metrics:
             registry=self.registry,
         )
         self.model = Info("fashion_model", "The model being served", registry=self.registry)
+        # Dynamic batching (app/batching.py): how full the forward passes are, and where time goes.
+        self.batch_size = Histogram(
+            "fashion_batch_size",
+            "Images per forward pass",
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
+            registry=self.registry,
+        )
+        self.queue_wait = Histogram(
+            "fashion_queue_wait_seconds",
+            "Time an image waited, preprocessed, for its forward pass to start",
+            buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+            registry=self.registry,
+        )
+        self.inference_time = Histogram(
+            "fashion_inference_seconds",
+            "Duration of one forward pass, whatever its batch size",
+            buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0),
+            registry=self.registry,
+        )
+        self.queue_depth = Gauge(
+            "fashion_queue_depth",
+            "Images admitted and not yet answered (preprocessing, queued or in a forward pass)",
+            registry=self.registry,
+        )
 
     def set_model(self, predictor: Predictor) -> None:
         loaded = predictor.loaded

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from PIL import Image
 
 from models.checkpoint import CheckpointError, LoadedModel, load_checkpoint
 from models.preprocessing import (
@@ -24,7 +25,9 @@ from models.preprocessing import (
     InvertMode,
     Preprocessed,
     decode_image,
-    preprocess,
+    normalize,
+    pixels_to_tensor,
+    to_model_image,
 )
 
 
@@ -55,6 +58,14 @@ class Prediction:
     top: list[ScoredClass]
     original_size: tuple[int, int]
     inverted: bool
+    input_image: Image.Image | None = None  # the 28x28 grayscale the network saw, when asked for
+
+
+@dataclass(frozen=True)
+class ModelInput(Preprocessed):
+    """A network input and, when asked for, the 28x28 grayscale it was made from."""
+
+    image: Image.Image | None = None
 
 
 def resolve_device(name: str) -> torch.device:
@@ -122,11 +133,15 @@ class Predictor:
                 f"but the checkpoint names {len(self.classes)} classes"
             )
 
-    def preprocess(self, data: bytes, invert: InvertMode = "auto") -> Preprocessed:
+    def preprocess(self, data: bytes, invert: InvertMode = "auto", keep_image: bool = False) -> ModelInput:
         """Uploaded bytes to a normalised 1x28x28 tensor; raises an ImageError subclass."""
         image = decode_image(data, self.max_image_pixels)
         spec = self.loaded.input_spec
-        return preprocess(image, spec.mean, spec.std, invert)
+        # models.preprocessing.preprocess step by step, to keep the 28x28 image it passes through.
+        model_image, inverted = to_model_image(image, invert)
+        tensor = normalize(pixels_to_tensor(model_image), spec.mean, spec.std).unsqueeze(0)
+        kept = model_image if keep_image else None
+        return ModelInput(tensor=tensor, original_size=image.size, inverted=inverted, image=kept)
 
     @torch.inference_mode()
     def predict(self, batch: torch.Tensor) -> torch.Tensor:
@@ -148,9 +163,11 @@ class Predictor:
             for p, i in zip(values.tolist(), indices.tolist(), strict=True)
         ]
 
-    def classify(self, data: bytes, top_k: int = 3, invert: InvertMode = "auto") -> Prediction:
+    def classify(
+        self, data: bytes, top_k: int = 3, invert: InvertMode = "auto", keep_image: bool = False
+    ) -> Prediction:
         """One upload, end to end; raises an ImageError subclass for a bad one."""
-        return self._predict_items([self.preprocess(data, invert)], top_k)[0]
+        return self._predict_items([self.preprocess(data, invert, keep_image)], top_k)[0]
 
     def classify_many(
         self, payloads: Sequence[bytes], top_k: int = 3, invert: InvertMode = "auto"
@@ -164,9 +181,9 @@ class Predictor:
                 raise ItemError(index, exc) from exc
         return self._predict_items(items, top_k)
 
-    def _predict_items(self, items: Sequence[Preprocessed], top_k: int) -> list[Prediction]:
+    def _predict_items(self, items: Sequence[ModelInput], top_k: int) -> list[Prediction]:
         probabilities = self.predict_batch([item.tensor for item in items])
         return [
-            Prediction(self.postprocess(probs, top_k), item.original_size, item.inverted)
+            Prediction(self.postprocess(probs, top_k), item.original_size, item.inverted, item.image)
             for item, probs in zip(items, probabilities, strict=True)
         ]

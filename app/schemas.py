@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import base64
+import io
 from typing import Any, Literal
 
+from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field
 
 from app.predictor import Prediction, ScoredClass
@@ -54,6 +57,18 @@ PREDICTION_EXAMPLE: dict[str, Any] = {
     "preprocessing": {"original_size": [28, 28], "inverted": False},
     "model_version": VERSION_EXAMPLE,
 }
+# A real 28x28 PNG (a boot-like shape), small enough to read in /docs.
+INPUT_IMAGE_EXAMPLE = (
+    "data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAABwAAAAcCAAAAABXZoBIAAAAMUlEQVR42mNgGGSAEc46AWNYwIW"
+    "Y8OkclaRIkhE92JHDnhGLFFyaEasUVH4gvEIjAAC6+QQl6bqu0gAAAABJRU5ErkJggg=="
+)
+
+
+def png_data_url(image: Image.Image) -> str:
+    """An image as a ``data:image/png;base64,...`` URL, which a browser shows as it is."""
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
 class PredictionResponse(BaseModel):
@@ -65,8 +80,13 @@ class PredictionResponse(BaseModel):
     top_k: list[ClassScore]
     preprocessing: PreprocessingInfo
     model_version: str = Field(description="first 12 hex digits of the model file's SHA-256")
+    input_image: str | None = Field(
+        None,
+        description="with include_input=true only: the 28x28 grayscale the model saw, before "
+        "normalisation, as a data:image/png;base64 URL",
+    )
 
-    model_config = _example(PREDICTION_EXAMPLE)
+    model_config = _example({**PREDICTION_EXAMPLE, "input_image": INPUT_IMAGE_EXAMPLE})
 
     @classmethod
     def build(cls, prediction: Prediction, model_version: str) -> PredictionResponse:
@@ -86,6 +106,7 @@ class PredictionResponse(BaseModel):
                 original_size=prediction.original_size, inverted=prediction.inverted
             ),
             model_version=model_version,
+            input_image=None if prediction.input_image is None else png_data_url(prediction.input_image),
         )
 
 

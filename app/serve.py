@@ -14,6 +14,8 @@ import uvicorn
 
 from app.settings import SettingsError, load_settings
 
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
 
 def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -44,6 +46,12 @@ def main(argv: list[str] | None = None) -> None:
     except (SettingsError, CheckpointError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
+    if args.host not in LOOPBACK and settings.api_key is None:
+        print(
+            f"warning: listening on {args.host} without FASHION_API_KEY: anyone who can reach "
+            "this port can use the model",
+            file=sys.stderr,
+        )
     uvicorn.run(
         "app.main:app",
         host=args.host,

@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ENV_PREFIX = "FASHION_"
@@ -44,8 +44,29 @@ class Settings(BaseSettings):
     # (a 16 MP RGB image decodes to 48 MB), which is what stops decompression bombs.
     max_image_pixels: int = Field(16_000_000, ge=1, description="largest image, in pixels (width x height)")
     max_batch_files: int = Field(64, ge=1, description="most files in one /predict/batch request")
+    # Dynamic batching (app/batching.py). 32 images of 28x28 make a forward pass that
+    # amortises the per-call overhead without making the batch's last image wait long.
+    max_batch_size: int = Field(32, ge=1, le=4096, description="most images in one forward pass")
+    # The wait applies only while other requests are mid-preprocessing: a request that
+    # finds the server idle goes straight to the model, so a lone client pays nothing.
+    max_batch_wait_ms: float = Field(
+        2.0, ge=0, le=1000, description="longest a batch waits for more images after its first one"
+    )
+    max_queue: int = Field(
+        1024, ge=1, description="most images admitted and not yet answered; beyond it, 503 and Retry-After"
+    )
+    request_timeout_s: float = Field(
+        30.0, gt=0, le=3600, description="longest a request waits for its prediction; beyond it, 504"
+    )
+    # A 28x28 upload decodes in about a tenth of a millisecond, mostly Python holding the
+    # GIL: two threads keep decoding off the event loop; more would only contend for it.
+    preprocess_threads: int = Field(2, ge=1, le=64, description="threads that decode and preprocess uploads")
     log_level: Literal["debug", "info", "warning", "error", "critical"] = Field(
         "info", description="level of the app's own log"
+    )
+    # Off by default: a service on loopback or behind an authenticating gateway needs none.
+    api_key: SecretStr | None = Field(
+        None, description="when set, /predict*, /model and /metrics need it as a Bearer token or X-API-Key"
     )
 
     @field_validator("device")
@@ -54,6 +75,17 @@ class Settings(BaseSettings):
         value = value.strip().lower()
         if not _DEVICE.fullmatch(value):
             raise ValueError(f"{value!r} is not a device; valid: auto, cpu, cuda, cuda:N (N a GPU index)")
+        return value
+
+    @field_validator("max_queue")
+    @classmethod
+    def _check_queue(cls, value: int, info: ValidationInfo) -> int:
+        files = info.data.get("max_batch_files")
+        if files is not None and value < files:
+            raise ValueError(
+                f"{value} is less than FASHION_MAX_BATCH_FILES ({files}): a full batch request could never "
+                "be admitted; raise it or lower FASHION_MAX_BATCH_FILES"
+            )
         return value
 
     @field_validator("log_level", mode="before")

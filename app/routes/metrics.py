@@ -5,7 +5,9 @@ from __future__ import annotations
 from fastapi import APIRouter, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from app.auth import ApiKey
 from app.dependencies import MetricsDep
+from app.errors import error_responses
 
 router = APIRouter(tags=["metrics"])
 
@@ -33,8 +35,10 @@ EXAMPLE = "\n".join(
         200: {
             "description": "Prometheus text exposition format",
             "content": {CONTENT_TYPE_LATEST: {"schema": {"type": "string"}, "example": EXAMPLE}},
-        }
+        },
+        **error_responses(401),
     },
+    dependencies=[ApiKey],
 )
 async def read_metrics(metrics: MetricsDep) -> Response:
     """Request counts and latency per route, predictions per class, and the model's identity."""

@@ -7,6 +7,7 @@ from typing import Any
 
 from fastapi import APIRouter
 
+from app.auth import ApiKey
 from app.dependencies import PredictorDep
 from app.errors import error_responses
 from app.schemas import ClassesResponse, InputInfo, ModelInfoResponse
@@ -32,7 +33,9 @@ async def read_classes(predictor: PredictorDep) -> ClassesResponse:
     return ClassesResponse(classes=predictor.classes)
 
 
-@router.get("/model", response_model=ModelInfoResponse, responses=error_responses(503))
+@router.get(
+    "/model", response_model=ModelInfoResponse, responses=error_responses(401, 503), dependencies=[ApiKey]
+)
 async def read_model(predictor: PredictorDep) -> ModelInfoResponse:
     """The checkpoint's metadata: architecture, size, classes, input, metrics, training."""
     loaded = predictor.loaded

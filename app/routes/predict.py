@@ -5,20 +5,23 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, File, HTTPException, Query, UploadFile
-from starlette.concurrency import run_in_threadpool
 
-from app.dependencies import MetricsDep, PredictorDep, SettingsDep
+from app.auth import ApiKey
+from app.dependencies import BatcherDep, MetricsDep, PredictorDep, SettingsDep
 from app.errors import error_responses, image_error
 from app.predictor import ItemError
 from app.schemas import BatchPredictionResponse, PredictionResponse
 from models.preprocessing import ImageError, InvertMode
 
-router = APIRouter(prefix="/predict", tags=["predict"])
+router = APIRouter(prefix="/predict", tags=["predict"], dependencies=[ApiKey])
 
 TopK = Annotated[int, Query(ge=1, le=10, description="how many of the most probable classes to list")]
 Invert = Annotated[
     InvertMode,
     Query(description="auto: invert when the border is mostly light (dark item on white); true; false"),
+]
+IncludeInput = Annotated[
+    bool, Query(description="also return the 28x28 grayscale the model saw, as input_image (a PNG data URL)")
 ]
 FILE_HELP = "a PNG, JPEG, WebP, BMP, GIF or TIFF image, any size"
 
@@ -26,20 +29,24 @@ FILE_HELP = "a PNG, JPEG, WebP, BMP, GIF or TIFF image, any size"
 @router.post(
     "",
     response_model=PredictionResponse,
-    responses=error_responses(400, 413, 415, 422, 500, 503),
+    response_model_exclude_none=True,  # no input_image key unless asked for
+    responses=error_responses(400, 401, 413, 415, 422, 500, 503, 504),
 )
 async def predict_image(
     file: Annotated[UploadFile, File(description=FILE_HELP)],
     predictor: PredictorDep,
+    batcher: BatcherDep,
     metrics: MetricsDep,
     top_k: TopK = 3,
     invert: Invert = "auto",
+    include_input: IncludeInput = False,
 ) -> PredictionResponse:
     """Classify one image."""
     data = await file.read()
     try:
-        # Decoding and inference are CPU-bound: off the event loop, so /health still answers.
-        prediction = await run_in_threadpool(predictor.classify, data, top_k, invert)
+        # Decoding (a thread pool) and inference (the batcher's thread) run off the event
+        # loop, so /health still answers; concurrent requests share forward passes.
+        prediction = await batcher.classify(data, top_k, invert, include_input)
     except ImageError as exc:
         raise image_error(exc) from None
     metrics.count_predictions([prediction])
@@ -49,12 +56,15 @@ async def predict_image(
 @router.post(
     "/batch",
     response_model=BatchPredictionResponse,
+    response_model_exclude_none=True,
     responses=error_responses(
         400,
+        401,
         413,
         422,
         500,
         503,
+        504,
         overrides={
             400: (
                 "A file is empty, not an image, truncated or over the pixel limit (the detail names "
@@ -68,6 +78,7 @@ async def predict_image(
 async def predict_batch(
     files: Annotated[list[UploadFile], File(description=f"one or more images: {FILE_HELP}")],
     predictor: PredictorDep,
+    batcher: BatcherDep,
     metrics: MetricsDep,
     settings: SettingsDep,
     top_k: TopK = 3,
@@ -78,7 +89,7 @@ async def predict_batch(
         raise HTTPException(400, detail=f"too many files: {len(files)}; at most {settings.max_batch_files}")
     payloads = [await upload.read() for upload in files]
     try:
-        predictions = await run_in_threadpool(predictor.classify_many, payloads, top_k, invert)
+        predictions = await batcher.classify_many(payloads, top_k, invert)
     except ItemError as exc:
         name = _short_name(files[exc.index].filename)
         raise image_error(exc.error, prefix=f"files[{exc.index}] {name}: ", batch=True) from None

@@ -67,13 +67,17 @@ def test_openapi_documents_every_endpoint_with_schemas_and_examples(client: Test
             assert "example" in content or "examples" in content, f"{method} {path} {status}: no example"
             assert schema_of(document, error)["title"] in {"ErrorResponse", "HealthProblem"}
     predict = paths["/predict"]["post"]
-    assert set(predict["responses"]) == {"200", "400", "413", "415", "422", "500", "503"}
-    assert set(paths["/predict/batch"]["post"]["responses"]) == {"200", "400", "413", "422", "500", "503"}
+    assert set(predict["responses"]) == {"200", "400", "401", "413", "415", "422", "500", "503", "504"}
+    batch = paths["/predict/batch"]["post"]
+    assert set(batch["responses"]) == {"200", "400", "401", "413", "422", "500", "503", "504"}
     assert set(paths["/health"]["get"]["responses"]) == {"200", "503"}
     parameters = {p["name"]: p for p in predict["parameters"]}
     assert parameters["top_k"]["schema"]["minimum"] == 1
     assert parameters["top_k"]["schema"]["maximum"] == 10
     assert parameters["invert"]["schema"]["enum"] == ["auto", "true", "false"]
+    assert parameters["include_input"]["schema"]["default"] is False
+    example = document["components"]["schemas"]["PredictionResponse"]["examples"][0]
+    assert example["input_image"].startswith("data:image/png;base64,")
     body = predict["requestBody"]["content"]["multipart/form-data"]["schema"]["$ref"].rsplit("/", 1)[1]
     assert document["components"]["schemas"][body]["required"] == ["file"]
     metrics = paths["/metrics"]["get"]["responses"]["200"]["content"]

@@ -17,7 +17,7 @@ from models.checkpoint import (
     save_checkpoint,
 )
 from models.networks import build_model, count_parameters
-from models.preprocessing import EmptyImageError, normalize
+from models.preprocessing import EmptyImageError, decode_image, normalize, preprocess
 from tests.app.images import GARBAGE, encode, png_bytes, product_photo
 from tests.conftest import TINY_CNN_ARGS
 
@@ -88,6 +88,24 @@ def test_classify_reports_preprocessing(predictor: Predictor) -> None:
     assert prediction.original_size == (300, 400)
     assert prediction.inverted is True
     assert predictor.classify(encode(product_photo()), invert="false").inverted is False
+
+
+@pytest.mark.parametrize("pixels", [product_photo(300, 400), product_photo(28, 28)], ids=["photo", "28x28"])
+def test_keep_image_returns_the_28x28_grayscale_the_tensor_was_made_from(
+    predictor: Predictor, pixels: np.ndarray
+) -> None:
+    data = encode(pixels)
+    spec = predictor.loaded.input_spec
+    offline = preprocess(decode_image(data), spec.mean, spec.std)
+    item = predictor.preprocess(data, keep_image=True)
+    assert torch.equal(item.tensor, offline.tensor)  # the same steps as the shared preprocessing
+    assert (item.original_size, item.inverted) == (offline.original_size, offline.inverted)
+    assert item.image is not None and (item.image.mode, item.image.size) == ("L", (28, 28))
+    expected = normalize(torch.from_numpy(np.asarray(item.image).copy()), spec.mean, spec.std)
+    assert torch.equal(item.tensor[0], expected)
+    assert predictor.preprocess(data).image is None
+    assert predictor.classify(data, keep_image=True).input_image == item.image
+    assert predictor.classify(data).input_image is None
 
 
 def test_classify_many_names_the_first_bad_item(predictor: Predictor) -> None:

@@ -84,3 +84,21 @@ def test_fashion_serve_refuses_a_missing_model_before_starting(tmp_path: Path) -
     assert result.returncode == 2
     assert result.stdout == ""
     assert result.stderr == f"error: {missing}: model file not found\n"
+
+
+@pytest.mark.parametrize(("host", "key", "warned"), [("0.0.0.0", None, True), ("0.0.0.0", "k", False),
+                                                       ("127.0.0.1", None, False)])  # fmt: skip
+def test_fashion_serve_warns_when_it_listens_beyond_loopback_without_a_key(
+    tiny_checkpoint: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+    host: str, key: str | None, warned: bool,
+) -> None:  # fmt: skip
+    import app.serve
+
+    monkeypatch.setenv("FASHION_MODEL_PATH", str(tiny_checkpoint))
+    if key:
+        monkeypatch.setenv("FASHION_API_KEY", key)
+    started: list[str] = []
+    monkeypatch.setattr(app.serve.uvicorn, "run", lambda *a, **k: started.append(k["host"]))
+    app.serve.main(["--host", host])
+    assert started == [host]
+    assert ("without FASHION_API_KEY" in capsys.readouterr().err) is warned

@@ -63,3 +63,40 @@ def test_several_bad_values_are_all_named(monkeypatch: pytest.MonkeyPatch) -> No
     monkeypatch.setenv("FASHION_MAX_BATCH_FILES", "0")
     with pytest.raises(SettingsError, match=r"FASHION_DEVICE: .*; FASHION_MAX_BATCH_FILES: "):
         load_settings()
+
+
+def test_batching_settings_have_the_documented_defaults_and_read_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    defaults = load_settings()
+    assert (defaults.max_batch_size, defaults.max_batch_wait_ms, defaults.max_queue) == (32, 2.0, 1024)
+    assert (defaults.request_timeout_s, defaults.preprocess_threads) == (30.0, 2)
+    monkeypatch.setenv("FASHION_MAX_BATCH_SIZE", "8")
+    monkeypatch.setenv("FASHION_MAX_BATCH_WAIT_MS", "0.5")
+    monkeypatch.setenv("FASHION_MAX_QUEUE", "64")
+    monkeypatch.setenv("FASHION_REQUEST_TIMEOUT_S", "5")
+    monkeypatch.setenv("FASHION_PREPROCESS_THREADS", "4")
+    settings = load_settings()
+    assert (settings.max_batch_size, settings.max_batch_wait_ms, settings.max_queue) == (8, 0.5, 64)
+    assert (settings.request_timeout_s, settings.preprocess_threads) == (5.0, 4)
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "expected"),
+    [
+        ("FASHION_MAX_BATCH_SIZE", "0", "greater than or equal to 1"),
+        ("FASHION_MAX_BATCH_WAIT_MS", "-1", "greater than or equal to 0"),
+        ("FASHION_MAX_BATCH_WAIT_MS", "5000", "less than or equal to 1000"),
+        ("FASHION_MAX_QUEUE", "10", "less than FASHION_MAX_BATCH_FILES (64)"),
+        ("FASHION_REQUEST_TIMEOUT_S", "0", "greater than 0"),
+        ("FASHION_PREPROCESS_THREADS", "0", "greater than or equal to 1"),
+    ],
+)
+def test_invalid_batching_settings_are_refused(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str, expected: str
+) -> None:
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(SettingsError) as caught:
+        load_settings()
+    assert str(caught.value).startswith(f"invalid settings: {variable}: ")
+    assert expected in str(caught.value)

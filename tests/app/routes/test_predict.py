@@ -1,13 +1,17 @@
 """POST /predict and /predict/batch through the real app and lifespan."""
 
+import base64
+import io
 from pathlib import Path
 
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
+from PIL import Image
 
 from app.main import create_app
 from app.settings import Settings
+from models.preprocessing import to_model_image
 from tests.app.images import GARBAGE, PDF, SVG, TEXT, encode, fashion_like, png_bomb, png_bytes, product_photo
 
 
@@ -186,3 +190,32 @@ def test_too_many_files_and_no_files_are_refused(tiny_checkpoint: Path) -> None:
         empty = client.post("/predict/batch", data={"other": "x"})
         assert empty.status_code == 422
         assert empty.json() == {"detail": "files: Field required"}
+
+
+def decode_data_url(url: str) -> Image.Image:
+    prefix = "data:image/png;base64,"
+    assert url.startswith(prefix)
+    return Image.open(io.BytesIO(base64.b64decode(url.removeprefix(prefix), validate=True)))
+
+
+def test_include_input_returns_the_28x28_grayscale_the_model_saw(client: TestClient) -> None:
+    pixels = fashion_like()
+    response = client.post("/predict", params={"include_input": "true"}, files=upload(png_bytes(pixels)))
+    assert response.status_code == 200
+    image = decode_data_url(response.json()["input_image"])
+    assert (image.mode, image.size) == ("L", (28, 28))
+    assert np.array_equal(np.asarray(image), pixels)  # a 28x28 grayscale is fed as it is
+
+    photo = encode(product_photo(300, 400), "JPEG")
+    body = client.post("/predict", params={"include_input": "true"}, files=upload(photo)).json()
+    expected, inverted = to_model_image(Image.open(io.BytesIO(photo)))
+    assert inverted and body["preprocessing"]["inverted"]
+    assert np.array_equal(np.asarray(decode_data_url(body["input_image"])), np.asarray(expected))
+
+
+def test_without_include_input_there_is_no_input_image(client: TestClient) -> None:
+    assert "input_image" not in client.post("/predict", files=upload(png_bytes())).json()
+    off = client.post("/predict", params={"include_input": "false"}, files=upload(png_bytes()))
+    assert "input_image" not in off.json()
+    many = client.post("/predict/batch", files=batch(("a.png", png_bytes()), ("b.png", png_bytes())))
+    assert all("input_image" not in item for item in many.json()["predictions"])

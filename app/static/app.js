@@ -1,0 +1,143 @@
+// The page's only script: send an image to the API's /predict and show what came back.
+"use strict";
+
+const drop = document.getElementById("drop");
+const fileInput = document.getElementById("file");
+const errorBox = document.getElementById("error");
+const statusLine = document.getElementById("status");
+const result = document.getElementById("result");
+const preview = document.getElementById("preview");
+const modelInput = document.getElementById("model-input");
+
+// Relative, like every URL here: works when the app is served under a path prefix.
+const PREDICT_URL = "predict?top_k=10&include_input=true";
+
+// Only the answer to the latest image is shown, whatever order the answers arrive in.
+let latest = 0;
+let previewUrl = null;
+
+function showError(message) {
+  errorBox.textContent = message;
+  errorBox.hidden = false;
+  statusLine.textContent = "";
+}
+
+// The API's errors are {"detail": "..."}; a proxy in between may answer anything else.
+function describe(data, status) {
+  if (data && typeof data.detail === "string") return data.detail;
+  return status === 413 ? "the file is too large" : `the server answered HTTP ${status}`;
+}
+
+async function classify(file) {
+  const request = ++latest;
+  errorBox.hidden = true;
+  result.hidden = true;
+  statusLine.classList.remove("sr-only");
+  statusLine.textContent = `Classifying ${file.name || "the pasted image"}…`;
+  const body = new FormData();
+  body.append("file", file, file.name || "pasted-image");
+  let response;
+  let data = null;
+  try {
+    response = await fetch(PREDICT_URL, { method: "POST", body });
+    data = await response.json().catch(() => null);
+  } catch (err) {
+    if (request === latest) showError("The server could not be reached. Check that it is running, then try again.");
+    return;
+  }
+  if (request !== latest) return;
+  if (!response.ok) {
+    showError(`The image could not be classified: ${describe(data, response.status)}.`);
+    return;
+  }
+  render(file, data);
+}
+
+function render(file, data) {
+  if (previewUrl) URL.revokeObjectURL(previewUrl);
+  previewUrl = URL.createObjectURL(file);
+  preview.parentElement.hidden = false;
+  preview.src = previewUrl;
+  document.getElementById("model-input-figure").hidden = !data.input_image;
+  modelInput.src = data.input_image || "";
+
+  const percent = (p) => `${(100 * p).toFixed(1)}%`;
+  document.getElementById("class-name").textContent = data.class_name;
+  document.getElementById("confidence").textContent = `${percent(data.confidence)} confident`;
+  const [w, h] = data.preprocessing.original_size;
+  document.getElementById("note").textContent =
+    `Your image is ${w}x${h} pixels` +
+    (data.preprocessing.inverted ? "; it was inverted, since the model expects a light item on black" : "") +
+    `. Model version ${data.model_version}.`;
+
+  // In class order, so the bars stay in place from one image to the next.
+  const bars = document.getElementById("bars");
+  bars.replaceChildren();
+  for (const item of [...data.top_k].sort((a, b) => a.class_index - b.class_index)) {
+    const li = document.createElement("li");
+    if (item.class_index === data.class_index) li.className = "top";
+    const name = document.createElement("span");
+    name.className = "name";
+    name.textContent = item.class_name;
+    const bar = document.createElement("span");
+    bar.className = "bar";
+    bar.setAttribute("aria-hidden", "true"); // the number beside it says the same, in words
+    const fill = document.createElement("span");
+    fill.style.width = percent(item.probability);
+    bar.appendChild(fill);
+    const value = document.createElement("span");
+    value.className = "p";
+    value.textContent = percent(item.probability);
+    li.append(name, bar, value);
+    bars.appendChild(li);
+  }
+  statusLine.classList.add("sr-only");
+  statusLine.textContent = `${data.class_name}, ${percent(data.confidence)} confident.`;
+  result.hidden = false;
+}
+
+function openPicker() {
+  fileInput.value = ""; // so that choosing the same file again still fires "change"
+  fileInput.click();
+}
+
+fileInput.addEventListener("change", () => {
+  if (fileInput.files.length) classify(fileInput.files[0]);
+});
+drop.addEventListener("click", openPicker);
+drop.addEventListener("keydown", (event) => {
+  if (event.key === "Enter" || event.key === " ") {
+    event.preventDefault();
+    openPicker();
+  }
+});
+
+// A file dropped anywhere is classified: outside the zone the browser would open it instead.
+document.addEventListener("dragover", (event) => {
+  event.preventDefault();
+  drop.classList.add("over");
+});
+document.addEventListener("dragleave", (event) => {
+  if (!event.relatedTarget) drop.classList.remove("over"); // left the window
+});
+document.addEventListener("drop", (event) => {
+  event.preventDefault();
+  drop.classList.remove("over");
+  const file = event.dataTransfer.files[0];
+  if (file) classify(file);
+  else showError("Nothing to classify: drop an image file.");
+});
+document.addEventListener("paste", (event) => {
+  const item = [...event.clipboardData.items].find((i) => i.kind === "file");
+  if (item) classify(item.getAsFile());
+  else showError("The clipboard holds no image: copy an image, then paste it here.");
+});
+
+// A format the API reads but this browser cannot show (TIFF, say): no broken-image icon.
+preview.addEventListener("error", () => {
+  preview.parentElement.hidden = true;
+});
+// A tiny upload (a 28x28 test image) is enlarged: show its pixels sharp, not blurred.
+preview.addEventListener("load", () => {
+  preview.classList.toggle("pixelated", preview.naturalWidth <= 64 && preview.naturalHeight <= 64);
+});

@@ -1,0 +1,288 @@
+"""The web page in a real browser: uvicorn serving the shipped model, Debian's Chromium
+driven by Playwright (never a downloaded browser).
+
+CI installs the browser with ``apt-get install -y --no-install-recommends chromium``; the
+tests skip, saying why, where /usr/bin/chromium or the playwright package is missing.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from models.checkpoint import load_checkpoint
+from models.preprocessing import decode_image, preprocess, to_model_image
+from tests.app.conftest import SHIPPED_MODEL
+from tests.app.images import TEXT, encode
+from tests.conftest import REPO
+
+if TYPE_CHECKING:  # only for annotations: the tests skip where playwright is missing
+    from playwright.sync_api import BrowserContext, Page, ViewportSize
+
+pytestmark = pytest.mark.slow
+
+CHROMIUM = Path("/usr/bin/chromium")
+# Flags that work in a container as root, without a display and without network access.
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+PHONE: ViewportSize = {"width": 390, "height": 844}
+DESKTOP: ViewportSize = {"width": 1024, "height": 900}
+SCREENSHOT_COPY = Path("/tmp/page-screenshot.png")
+TROUSER, ANKLE_BOOT = 1, 9
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_until_ready(url: str, server: subprocess.Popen[bytes], log: Path, timeout: float = 120) -> None:
+    # No proxy: a developer's HTTP_PROXY must not intercept a request to localhost.
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            pytest.fail(f"the server exited with {server.returncode}:\n{log.read_text()[-3000:]}")
+        try:
+            with opener.open(url + "/health", timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.3)
+    pytest.fail(f"the server was not ready within {timeout:g} s:\n{log.read_text()[-3000:]}")
+
+
+@pytest.fixture(scope="module")
+def base_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real uvicorn process serving the shipped model on a free port."""
+    if not SHIPPED_MODEL.is_file():
+        pytest.skip(f"{SHIPPED_MODEL} is not there yet: run python -m training")
+    port = free_port()
+    log = tmp_path_factory.mktemp("server") / "uvicorn.log"
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("FASHION_")},
+        "FASHION_MODEL_PATH": str(SHIPPED_MODEL),
+        "FASHION_DEVICE": "cpu",
+        "OMP_NUM_THREADS": "1",  # a test server: leave the cores to whatever else runs
+    }
+    command = [sys.executable, "-m", "uvicorn", "app.main:app", "--host", "127.0.0.1", "--port", str(port)]
+    with log.open("wb") as output:
+        server = subprocess.Popen(command, cwd=REPO, env=env, stdout=output, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_ready(url, server, log)
+        yield url
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrowserContext]:
+    """Debian's Chromium with a fresh profile, driven by Playwright."""
+    if not CHROMIUM.is_file():
+        pytest.skip(f"{CHROMIUM} is missing: apt-get install -y --no-install-recommends chromium")
+    sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed")
+    profile = tmp_path_factory.mktemp("chromium-profile")
+    with sync_api.sync_playwright() as playwright:
+        # Persistent: Playwright refuses --user-data-dir in args and takes the folder here.
+        context = playwright.chromium.launch_persistent_context(
+            profile,
+            executable_path=str(CHROMIUM),
+            args=CHROMIUM_ARGS,
+            headless=True,
+            viewport=DESKTOP,
+        )
+        try:
+            yield context
+        finally:
+            context.close()
+
+
+@pytest.fixture
+def page(browser: BrowserContext, base_url: str) -> Iterator[Page]:
+    page = browser.new_page()
+    page.set_default_timeout(30_000)
+    # Playwright turns file-chooser interception on without waiting for the browser; a
+    # listener from the start means it is on before any key press can open a picker.
+    page.on("filechooser", lambda chooser: None)
+    page.goto(base_url + "/")
+    try:
+        yield page
+    finally:
+        page.close()
+
+
+@pytest.fixture(scope="module")
+def shipped_images(real_test_images: tuple[torch.Tensor, torch.Tensor]) -> dict[str, tuple[bytes, str]]:
+    """Files to upload and the class the shipped model gives each offline (its own loading code,
+    the shared preprocessing): a test-set PNG, and a shop-style photo of a trouser."""
+    loaded = load_checkpoint(SHIPPED_MODEL)
+    model, spec, classes = loaded.model.eval(), loaded.input_spec, list(loaded.classes)
+    images, labels = real_test_images
+
+    def classify(data: bytes) -> tuple[int, float]:
+        tensor = preprocess(decode_image(data), spec.mean, spec.std).tensor
+        with torch.inference_mode():
+            probs = model(tensor.unsqueeze(0)).softmax(dim=1)[0]
+        return int(probs.argmax()), float(probs.max())
+
+    def first(label: int, make: Callable[[np.ndarray], bytes]) -> tuple[bytes, str]:
+        # A clear example: the model is right and sure, so the page must show this class.
+        for pixels, truth in zip(images.numpy(), labels.tolist(), strict=True):
+            if truth == label:
+                data = make(pixels)
+                predicted, confidence = classify(data)
+                if predicted == label and confidence > 0.9:
+                    return data, classes[label]
+        pytest.fail(f"no test image of {classes[label]} that the shipped model gets right")
+
+    return {
+        "test-image": first(ANKLE_BOOT, lambda pixels: encode(pixels)),
+        "photo": first(TROUSER, product_photo_of),
+    }
+
+
+def product_photo_of(pixels: np.ndarray) -> bytes:
+    """A Fashion-MNIST item as a shop would photograph it: dark on white, 300x300, RGB JPEG."""
+    item = Image.fromarray(255 - pixels).resize((240, 240), Image.Resampling.LANCZOS)
+    canvas = Image.new("L", (300, 300), 255)
+    canvas.paste(item, (30, 30))
+    return encode(canvas.convert("RGB"), "JPEG", quality=92)
+
+
+def upload(page: Page, name: str, data: bytes, mime: str) -> None:
+    page.locator("#file").set_input_files({"name": name, "mimeType": mime, "buffer": data})
+
+
+def shown_input_image(page: Page) -> np.ndarray:
+    """The 28x28 the page shows as what the model saw, decoded from its data URL."""
+    src = page.locator("#model-input").get_attribute("src")
+    assert src is not None and src.startswith("data:image/png;base64,")
+    image = Image.open(io.BytesIO(base64.b64decode(src.split(",", 1)[1])))
+    assert (image.mode, image.size) == ("L", (28, 28))
+    return np.asarray(image)
+
+
+def check_result(page: Page, expected: str) -> None:
+    result = page.locator("#result")
+    result.wait_for(state="visible")
+    assert page.locator("#class-name").inner_text() == expected
+    assert page.locator("#error").is_hidden()
+    bars = page.locator("#bars li")
+    assert bars.count() == 10
+    assert page.locator("#bars li.top .name").inner_text() == expected
+    model_input = page.locator("#model-input")
+    assert model_input.is_visible()
+    size = model_input.evaluate("img => [img.complete, img.naturalWidth, img.naturalHeight]")
+    assert size == [True, 28, 28]
+    assert page.locator("#preview").evaluate("img => img.complete && img.naturalWidth > 0")
+
+
+def screenshot(page: Page, path: Path) -> None:
+    page.screenshot(path=str(path), full_page=True)
+    assert path.stat().st_size > 0
+
+
+def test_a_fashion_mnist_test_image_is_classified_as_offline(
+    page: Page, shipped_images: dict[str, tuple[bytes, str]], tmp_path: Path
+) -> None:
+    data, expected = shipped_images["test-image"]
+    upload(page, "ankle-boot.png", data, "image/png")
+    check_result(page, expected)
+    # A 28x28 grayscale reaches the network unchanged: the page shows those very pixels.
+    assert np.array_equal(shown_input_image(page), np.asarray(Image.open(io.BytesIO(data))))
+    assert "confident" in page.locator("#confidence").inner_text()
+    screenshot(page, tmp_path / "test-image.png")
+    shutil.copyfile(tmp_path / "test-image.png", SCREENSHOT_COPY)
+
+
+def test_a_product_photo_on_a_phone_sized_screen(
+    page: Page, shipped_images: dict[str, tuple[bytes, str]], tmp_path: Path
+) -> None:
+    page.set_viewport_size(PHONE)
+    data, expected = shipped_images["photo"]
+    upload(page, "trouser.jpg", data, "image/jpeg")
+    check_result(page, expected)
+    assert "inverted" in page.locator("#note").inner_text()
+    # Inverted to light on black, trimmed and fitted: the shared preprocessing's very output.
+    expected_input, inverted = to_model_image(decode_image(data))
+    assert inverted and np.array_equal(shown_input_image(page), np.asarray(expected_input))
+    # Nothing wider than the screen: no sideways scrolling on a phone.
+    assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
+    screenshot(page, tmp_path / "photo-phone.png")
+
+
+def test_an_api_error_is_shown_in_words(page: Page, tmp_path: Path) -> None:
+    upload(page, "notes.txt", TEXT, "text/plain")
+    error = page.locator("#error")
+    error.wait_for(state="visible")
+    assert error.inner_text().startswith("The image could not be classified: the file is text, not an image")
+    assert page.locator("#result").is_hidden()
+    screenshot(page, tmp_path / "error.png")
+
+
+@pytest.mark.parametrize("key", ["Enter", "Space"])
+def test_the_page_works_with_the_keyboard_alone(
+    page: Page, shipped_images: dict[str, tuple[bytes, str]], tmp_path: Path, key: str
+) -> None:
+    page.keyboard.press("Tab")  # the drop zone is the first stop
+    assert page.evaluate("document.activeElement.id") == "drop"
+    # Enter or Space opens the file picker, as on any button; Playwright answers it.
+    with page.expect_file_chooser() as chooser:
+        page.keyboard.press(key)
+    data, expected = shipped_images["test-image"]
+    chooser.value.set_files({"name": "item.png", "mimeType": "image/png", "buffer": data})
+    check_result(page, expected)
+    assert page.evaluate("document.activeElement.id") == "drop"  # ready for the next image
+    screenshot(page, tmp_path / f"keyboard-{key.lower()}.png")
+
+
+@pytest.mark.parametrize("event", ["drop", "paste"])
+def test_an_image_can_be_dropped_or_pasted(
+    page: Page, shipped_images: dict[str, tuple[bytes, str]], event: str
+) -> None:
+    data, expected = shipped_images["test-image"]
+    # The events a real drop or paste delivers, carrying the file as the browser would.
+    page.evaluate(
+        """([event, b64]) => {
+            const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+            const transfer = new DataTransfer();
+            transfer.items.add(new File([bytes], "item.png", { type: "image/png" }));
+            const target = document.getElementById("drop");
+            target.dispatchEvent(event === "drop"
+                ? new DragEvent("drop", { dataTransfer: transfer, bubbles: true, cancelable: true })
+                : new ClipboardEvent("paste", { clipboardData: transfer, bubbles: true, cancelable: true }));
+        }""",
+        [event, base64.b64encode(data).decode("ascii")],
+    )
+    check_result(page, expected)
