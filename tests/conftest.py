@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import os
 import struct
 from pathlib import Path
 
@@ -17,7 +18,24 @@ from models.networks import build_model
 torch.set_num_threads(1)
 
 REPO = Path(__file__).resolve().parents[1]
-REAL_DATA = REPO.parent / "shared" / "datasets" / "fashion-mnist"
+
+
+def _find_real_data() -> Path:
+    """The four real .gz files: $FASHION_MNIST_DIR, else ../shared beside the checkout,
+    else the workplace's shared folder (a CI clone may live elsewhere)."""
+    candidates = [
+        REPO.parent / "shared" / "datasets" / "fashion-mnist",
+        Path("/work/shared/datasets/fashion-mnist"),
+    ]
+    if os.environ.get("FASHION_MNIST_DIR"):
+        candidates.insert(0, Path(os.environ["FASHION_MNIST_DIR"]))
+    for folder in candidates:
+        if (folder / "t10k-images-idx3-ubyte.gz").exists():
+            return folder
+    return candidates[0]
+
+
+REAL_DATA = _find_real_data()
 # A network small enough to train in a blink; still the real CNN code.
 TINY_CNN_ARGS = {"widths": [4, 8], "pools_after": [0]}
 
