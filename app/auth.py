@@ -26,8 +26,10 @@ def _presented_key(authorization: str | None, x_api_key: str | None) -> str | No
     return None
 
 
-def require_api_key(request: Request, settings: SettingsDep) -> None:
+async def require_api_key(request: Request, settings: SettingsDep) -> None:
     """Let the request through when no key is configured or the right one is presented."""
+    # Async although it never waits: a plain def would run in the thread pool, a round
+    # trip to another thread on every protected request.
     if settings.api_key is None:
         return
     # Read from the request itself, not as declared Header parameters: those would add

@@ -34,30 +34,32 @@ class ServiceState:
         return self.settings.max_upload_bytes
 
 
-def get_state(request: Request) -> ServiceState:
+# The dependencies are async although they never wait: FastAPI runs a plain ``def``
+# dependency in its thread pool, a round trip to another thread per dependency per request.
+async def get_state(request: Request) -> ServiceState:
     state: ServiceState = request.app.state.service
     return state
 
 
-def get_settings(state: Annotated[ServiceState, Depends(get_state)]) -> Settings:
+async def get_settings(state: Annotated[ServiceState, Depends(get_state)]) -> Settings:
     if state.settings is None:
         raise HTTPException(503, detail=NOT_LOADED)
     return state.settings
 
 
-def get_predictor(state: Annotated[ServiceState, Depends(get_state)]) -> Predictor:
+async def get_predictor(state: Annotated[ServiceState, Depends(get_state)]) -> Predictor:
     if state.predictor is None:
         raise HTTPException(503, detail=NOT_LOADED)
     return state.predictor
 
 
-def get_batcher(state: Annotated[ServiceState, Depends(get_state)]) -> Batcher:
+async def get_batcher(state: Annotated[ServiceState, Depends(get_state)]) -> Batcher:
     if state.batcher is None:
         raise HTTPException(503, detail=NOT_LOADED)
     return state.batcher
 
 
-def get_metrics(state: Annotated[ServiceState, Depends(get_state)]) -> Metrics:
+async def get_metrics(state: Annotated[ServiceState, Depends(get_state)]) -> Metrics:
     return state.metrics
 
 

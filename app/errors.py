@@ -50,8 +50,8 @@ _ERRORS: dict[int, tuple[str, str]] = {
     504: ("The prediction did not come within the request timeout", "no prediction within 30 s; retry"),
 }
 BUSY = "the server is busy; retry shortly"
-# Seconds a client should wait after a full queue: at the design throughput a full queue
-# (1,024 images) drains in about a second.
+# Seconds a client should wait after a full queue: a hint, not a promise. In a second one
+# worker answers a few hundred images (docs/BENCHMARKS.md), a good share of a full queue.
 RETRY_AFTER_S = 1
 
 

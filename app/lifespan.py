@@ -8,6 +8,7 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import torch
 from fastapi import FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -18,6 +19,7 @@ from app.settings import SettingsError, load_settings
 from models.checkpoint import CheckpointError
 
 logger = logging.getLogger("app")
+GIL_SWITCH_INTERVAL_S = 0.0005
 
 
 class StartupError(RuntimeError):
@@ -38,6 +40,17 @@ def configure_logging(level: str) -> None:
             named.addHandler(handler)
 
 
+def configure_threads(torch_threads: int) -> None:
+    """Thread settings for a process that decodes, batches and infers on separate threads."""
+    if torch_threads:
+        torch.set_num_threads(torch_threads)
+    # Torch releases the GIL inside each operator and takes it back between them; while
+    # the event loop holds it, the inference thread waits up to the switch interval at
+    # every layer. Measured here beside a busy Python thread, a batch of 16 took 81 ms at
+    # Python's default 5 ms and 30 ms at 0.5 ms (16 ms alone).
+    sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
+
+
 def describe(predictor: Predictor) -> str:
     loaded = predictor.loaded
     accuracy = loaded.metrics.get("test_accuracy")
@@ -56,6 +69,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     try:
         state.settings = state.settings or load_settings()
         configure_logging(state.settings.log_level)
+        configure_threads(state.settings.torch_threads)
         # Blocking on purpose: nothing is served until the model is ready.
         predictor = Predictor.load(
             state.settings.model_path, state.settings.device, state.settings.max_image_pixels

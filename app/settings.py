@@ -61,6 +61,12 @@ class Settings(BaseSettings):
     # A 28x28 upload decodes in about a tenth of a millisecond, mostly Python holding the
     # GIL: two threads keep decoding off the event loop; more would only contend for it.
     preprocess_threads: int = Field(2, ge=1, le=64, description="threads that decode and preprocess uploads")
+    # One: the model is sized for one thread, and a second would take the core the event
+    # loop and the decoding need. Measured on 2 cores, torch's default (one per core) made
+    # a lone request's forward pass three times slower from a worker thread.
+    torch_threads: int = Field(
+        1, ge=0, le=256, description="CPU threads per forward pass; 0 for torch's default (one per core)"
+    )
     log_level: Literal["debug", "info", "warning", "error", "critical"] = Field(
         "info", description="level of the app's own log"
     )

@@ -1,0 +1,239 @@
+"""The serving benchmark's Markdown report: medians over rounds, the goals of issue 5, the context."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from bench.serving import Round
+
+OURS, NAIVE, LITSERVE, CEILING = "ours", "naive", "LitServe", "ceiling"
+
+
+def _median(values: list[float]) -> float:
+    return statistics.median(values) if values else float("nan")
+
+
+def summarise(rounds: list[Round]) -> dict[int, dict[str, float]]:
+    """Per concurrency: the median of each figure over the rounds; errors are summed."""
+    table: dict[int, dict[str, float]] = {}
+    for connections in rounds[0].runs:
+        runs = [r.runs[connections] for r in rounds if connections in r.runs]
+        table[connections] = {
+            "rps": _median([m.load.rps for m in runs]),
+            "p50": _median([m.load.p50_ms for m in runs]),
+            "p95": _median([m.load.p95_ms for m in runs]),
+            "p99": _median([m.load.p99_ms for m in runs]),
+            "errors": sum(m.load.errors for m in runs),
+            "requests": sum(m.load.requests for m in runs),
+            "server_cpu": _median([100 * m.server_cpu_s / m.load.seconds for m in runs]),
+            "wrk_cpu": _median([100 * m.load.generator_cpu_s / m.load.seconds for m in runs]),
+        }
+    return table
+
+
+def _goals(tables: dict[str, dict[int, dict[str, float]]], ours: str) -> list[tuple[str, str, bool]]:
+    """(goal, measured, met) for each goal of issue 5 that this run can check."""
+    goals: list[tuple[str, str, bool]] = []
+    mine = tables.get(ours, {})
+
+    def ratio(goal: str, a: float, b: float, target: float, at_most: bool = False) -> None:
+        value = a / b
+        met = value <= target if at_most else value >= target
+        goals.append((goal, f"{value:.2f}x ({a:.1f} / {b:.1f})", met))
+
+    top = max(mine, default=0)
+    for other, target in ((NAIVE, "2x"), (LITSERVE, "1.2x"), (CEILING, "70% of")):
+        if top in mine and top in tables.get(other, {}):
+            bound = 0.7 if other == CEILING else float(target[:-1])
+            goal = f"requests/s at concurrency {top} >= {target} {other}'s"
+            ratio(goal, mine[top]["rps"], tables[other][top]["rps"], bound)
+    if top in mine:
+        ratio(f"p99 <= 2x p50 at concurrency {top} (ms)", mine[top]["p99"], mine[top]["p50"], 2.0, True)
+    if 1 in mine and 1 in tables.get(NAIVE, {}):
+        ratio("p50 at concurrency 1 <= 1.2x naive's (ms)", mine[1]["p50"], tables[NAIVE][1]["p50"], 1.2, True)
+    return goals
+
+
+def _saturation(ceiling: dict[int, dict[str, float]]) -> list[str]:
+    """Whether wrk, rather than the ceiling server, was the limit."""
+    rows = ", ".join(f"{row['rps']:.0f}" for row in ceiling.values())
+    top = ceiling[max(ceiling)]
+    return [
+        "",
+        "## Does the load generator saturate the ceiling server?",
+        "",
+        f"The ceiling server answered {rows} requests/s at concurrency "
+        f"{', '.join(map(str, ceiling))}. At concurrency {max(ceiling)} its one process used "
+        f"{top['server_cpu']:.0f}% of a core (one uvicorn worker cannot use more than one core) while "
+        f"wrk used {top['wrk_cpu']:.0f}%: "
+        + (
+            "the server, not the generator, was the limit."
+            if top["server_cpu"] >= 90 and top["wrk_cpu"] < 90
+            else "**the server was not saturated; the generator or the machine was the limit**."
+        ),
+    ]
+
+
+HEADER = """\
+# Serving benchmarks
+
+Written by `python -m bench.serving` on {date} ({minutes} min of benchmarking); every
+figure below is from that one run. Raw figures: `{json}`.
+
+## Machine
+
+- {cpu}, {cores} cores, {memory_gib} GiB of memory; {platform}
+- Python {python}, torch {torch}, FastAPI {fastapi}, Starlette {starlette}, uvicorn {uvicorn}
+  ({loop} event loop, {http} HTTP parser, for every server alike), LitServe {litserve},
+  Pillow {pillow}, python-multipart {multipart}
+- Load generator: {wrk}, one thread, in its own process; load average when the run
+  ended: {load}
+
+## Method
+
+- Every server is a subprocess on 127.0.0.1 serving `{model}`:
+  - **ours**: `python -m app.serve` (one uvicorn worker) with the default settings
+    (batches of up to 32 images, 2 ms wait, queue of 1,024, one torch thread);
+    **ours --workers 2**: the same with two worker processes. `FASHION_LOG_LEVEL=warning`
+    turns off uvicorn's per-request access log, which no other server here writes either.
+  - **naive**: `bench/naive_server.py`, the FastAPI tutorial's way: a sync endpoint, one
+    forward pass per request, no batching, torch's default threads (one per core). It
+    loads the model through `app.predictor` (batch norm folded, warmed up) and
+    preprocesses the same way, so only the serving differs.
+  - **LitServe**: `bench/litserve_server.py`, the same model and preprocessing as a
+    `LitAPI` with `max_batch_size=32` and `batch_timeout=0.002`: one API server process
+    and one inference worker process, which decodes, batches and runs the model. It runs
+    torch on one thread, as ours does by default.
+  - **ceiling**: `bench/ceiling_server.py` reads the same multipart upload and answers a
+    constant of the same shape: the cost of HTTP alone on one uvicorn worker.
+- Load: wrk (`bench/post_images.lua`) posts multipart uploads on keep-alive
+  connections, rotating {n_images} real Fashion-MNIST test images (28x28 PNGs), at
+  concurrency {concurrency}, for {duration:g} s each after {warmup:g} s of warm-up.
+- {rounds} rounds; each round restarts every server. Figures are medians over the rounds;
+  errors (connection errors, timeouts, non-2xx answers) are summed over them. CPU is the
+  share of one core used during the measurement: by all the server's processes, and by
+  wrk. The machine has {cores} cores in all.
+"""
+
+
+def write_report(
+    path: Path,
+    machine: dict[str, Any],
+    rounds: dict[str, list[Round]],
+    offline: dict[str, Any],
+    args: argparse.Namespace,
+) -> None:
+    tables = {name: summarise(runs) for name, runs in rounds.items()}
+    v = machine["versions"]
+    header = HEADER.format(
+        date=machine["date"],
+        minutes=machine["benchmark_minutes"],
+        json=args.json,
+        cpu=machine["cpu"],
+        cores=machine["cores"],
+        memory_gib=machine["memory_gib"],
+        platform=machine["platform"],
+        python=machine["python"],
+        torch=v["torch"],
+        fastapi=v["fastapi"],
+        starlette=v["starlette"],
+        uvicorn=v["uvicorn"],
+        loop=machine["uvicorn_loop"],
+        http=machine["uvicorn_http"],
+        litserve=v["litserve"],
+        pillow=v["pillow"],
+        multipart=v["python-multipart"],
+        wrk=machine["wrk"],
+        load=", ".join(map(str, machine["load_average_at_end"])),
+        model=args.model,
+        n_images=args.n_images,
+        concurrency=", ".join(map(str, args.concurrency)),
+        duration=args.duration,
+        warmup=args.warmup,
+        rounds=args.rounds,
+    )
+    lines = [
+        header.rstrip("\n"),
+        "",
+        f"## Throughput and latency (median of {args.rounds} rounds)",
+        "",
+        "| server | concurrency | requests/s | p50 ms | p95 ms | p99 ms | errors | server CPU | wrk CPU |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for name, table in tables.items():
+        for c, row in table.items():
+            cells = [
+                name,
+                str(c),
+                f"{row['rps']:.1f}",
+                *(f"{row[p]:.2f}" for p in ("p50", "p95", "p99")),
+                f"{row['errors']:.0f} of {row['requests']:,.0f}",
+                f"{row['server_cpu']:.0f}%",
+                f"{row['wrk_cpu']:.0f}%",
+            ]
+            lines.append("| " + " | ".join(cells) + " |")
+    for ours in (OURS, "ours --workers 2"):
+        if ours in tables:
+            lines += ["", f"## Goals of issue 5: {ours}", "", "| goal | measured | met |", "|---|---|---|"]
+            for goal, measured, met in _goals(tables, ours):
+                lines.append(f"| {goal} | {measured} | {'yes' if met else '**no**'} |")
+    if CEILING in tables:
+        lines += _saturation(tables[CEILING])
+    lines += _offline_section(offline)
+    lines += [
+        "",
+        "## Start-up and memory",
+        "",
+        f"Start-up: from spawning the process to the first 200 from `/health` (median of {args.rounds}).",
+        f"Memory: after at least {args.memory_requests:,} requests (5-second runs at concurrency 16 until",
+        "the count is passed) at the start of round 1, summed over the server's processes. PSS",
+        "splits pages shared by several processes (torch's libraries) between them; RSS counts",
+        "them in each.",
+        "",
+        "| server | start-up s | requests | PSS MiB | RSS MiB |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for name, runs in rounds.items():
+        pss, rss = runs[0].memory_mib or (float("nan"), float("nan"))
+        startup = _median([r.startup_s for r in runs])
+        lines.append(f"| {name} | {startup:.2f} | {runs[0].memory_requests:,} | {pss:.0f} | {rss:.0f} |")
+    path.write_text("\n".join(lines) + "\n" + _kept_notes(path))
+
+
+NOTES_MARKER = "<!-- Hand-written notes below: bench.serving keeps them when it rewrites this file. -->"
+
+
+def _kept_notes(path: Path) -> str:
+    """The hand-written part of an existing report, from the marker on."""
+    old = path.read_text() if path.exists() else ""
+    return "\n" + old[old.index(NOTES_MARKER) :] if NOTES_MARKER in old else ""
+
+
+def _offline_section(offline: dict[str, Any]) -> list[str]:
+    one = offline["threads_1"]
+    cores = offline.get(f"threads_{os.cpu_count()}", one)
+    ceiling = one["matmul_gflops"] * 1e9 / offline["flops"]  # images/s at matmul speed
+    best = max(one["images_per_s"].values())
+    lines = [
+        "",
+        "## Offline inference (the served model, batch norm folded)",
+        "",
+        f"{offline['macs'] / 1e6:.1f}M multiply-adds, so {offline['flops'] / 1e6:.1f} MFLOPs per image.",
+        f"One core multiplies 1024x1024 matrices at {one['matmul_gflops']:.0f} GFLOP/s, so no implementation",
+        f"of this model can take less than {1e3 / ceiling:.2f} ms of one core per image ({ceiling:,.0f}",
+        f"images/s). The best measured below on one thread, {best:,.0f} images/s, reaches",
+        f"{best / ceiling:.0%} of that speed: small 28x28 feature maps use the vector units less well",
+        "than a big matrix product.",
+        "",
+        "| threads | batch 1 img/s | batch 32 img/s | batch 256 img/s |",
+        "|---:|---:|---:|---:|",
+    ]
+    for label, speeds in (("1", one), (str(os.cpu_count()), cores)):
+        ips = speeds["images_per_s"]
+        lines.append(f"| {label} | {ips[1]:,.0f} | {ips[32]:,.0f} | {ips[256]:,.0f} |")
+    return lines
