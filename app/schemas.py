@@ -10,20 +10,10 @@ from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field
 
 from app.predictor import Prediction, ScoredClass
+from models.checkpoint import FASHION_MNIST_CLASSES
 
 VERSION_EXAMPLE = "3f2a9c01d4e5"
-CLASSES_EXAMPLE = [
-    "T-shirt/top",
-    "Trouser",
-    "Pullover",
-    "Dress",
-    "Coat",
-    "Sandal",
-    "Shirt",
-    "Sneaker",
-    "Bag",
-    "Ankle boot",
-]
+CLASSES_EXAMPLE = list(FASHION_MNIST_CLASSES)
 
 
 def _example(example: dict[str, Any]) -> ConfigDict:
