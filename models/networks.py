@@ -45,8 +45,11 @@ class CNN(nn.Module):
     """A small VGG-style network: stages of 3x3 conv-BN-ReLU, each ending in a 2x2 max pool.
 
     ``widths`` gives one entry per conv; ``pools_after`` the indices of the convs that
-    are followed by a pool. The head is global average pooling, dropout and one linear
-    layer: it keeps the parameter count small and the cost dominated by the convs.
+    are followed by a pool. The head average-pools the last feature map to
+    ``head_pool`` x ``head_pool`` cells (1: global average pooling), then dropout and one
+    linear layer: it keeps the parameter count small and the cost dominated by the convs.
+    A head that keeps some layout (where the collar or the sleeves are) is what tells a
+    shirt from a T-shirt.
     """
 
     def __init__(
@@ -55,6 +58,7 @@ class CNN(nn.Module):
         widths: Sequence[int] = (24, 48, 48, 96, 96),
         pools_after: Sequence[int] = (0, 2),
         dropout: float = 0.1,
+        head_pool: int = 1,
     ) -> None:
         super().__init__()
         layers: list[nn.Module] = []
@@ -66,10 +70,10 @@ class CNN(nn.Module):
             in_channels = width
         self.features = nn.Sequential(*layers)
         self.head = nn.Sequential(
-            nn.AdaptiveAvgPool2d(1),
+            nn.AdaptiveAvgPool2d(head_pool),
             nn.Flatten(),
             nn.Dropout(dropout),
-            nn.Linear(in_channels, num_classes),
+            nn.Linear(in_channels * head_pool * head_pool, num_classes),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -102,6 +106,24 @@ def build_model(arch: str, **model_args: object) -> nn.Module:
         valid = ", ".join(sorted(ARCHITECTURES))
         raise ValueError(f"unknown architecture {arch!r}; valid: {valid}") from None
     return factory(**model_args)
+
+
+def prepare_for_inference(model: nn.Module) -> nn.Module:
+    """Eval mode, batch norm folded (a CNN), weights in channels-last layout; returns the model.
+
+    What the server runs. Channels-last lets oneDNN pick its fast convolution kernels on
+    the CPU: measured on one thread of this project's 2-core machine, the default CNN went
+    from about 1,160 to 2,250 images/s at batch 32. Feed it ``to_channels_last(x)``.
+    """
+    model.eval()
+    if isinstance(model, CNN):
+        model.fuse_for_inference()
+    return model.to(memory_format=torch.channels_last)
+
+
+def to_channels_last(x: torch.Tensor) -> torch.Tensor:
+    """A 4-D batch in the layout ``prepare_for_inference`` models run fastest on."""
+    return x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x
 
 
 def count_parameters(model: nn.Module) -> int:

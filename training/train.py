@@ -33,7 +33,7 @@ from models.networks import build_model, count_parameters
 from models.preprocessing import normalize
 from training import report
 from training.augment import random_erasing, random_hflip, random_shift
-from training.config import RESUME_OVERRIDES, get_args_parser
+from training.config import ARCH_DEFAULTS, RESUME_OVERRIDES, get_args_parser
 from training.data import load_data, stratified_split
 from training.distributed import (
     SINGLE_PROCESS,
@@ -213,7 +213,8 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     train_images, train_labels = train_images.to(device), train_labels.to(device)
 
     torch.manual_seed(args.seed)
-    model_args = dict(args.model_args, num_classes=len(classes))
+    # Written out in full into the checkpoint, so it never depends on a default that changes.
+    model_args = {**ARCH_DEFAULTS.get(args.arch, {}), **args.model_args, "num_classes": len(classes)}
     model = build_model(args.arch, **model_args).to(device)
     model = model.to(memory_format=torch.channels_last)
     train_model: nn.Module = model

@@ -2,7 +2,15 @@ import pytest
 import torch
 from torch import nn
 
-from models.networks import ARCHITECTURES, CNN, MLP, build_model, count_parameters
+from models.networks import (
+    ARCHITECTURES,
+    CNN,
+    MLP,
+    build_model,
+    count_parameters,
+    prepare_for_inference,
+    to_channels_last,
+)
 
 
 @pytest.mark.parametrize("arch", sorted(ARCHITECTURES))
@@ -61,3 +69,31 @@ def test_unknown_arch_lists_the_valid_ones() -> None:
 def test_model_args_reach_the_network() -> None:
     model = build_model("cnn", widths=(4, 8), pools_after=(0,), num_classes=3)
     assert model(torch.randn(2, 1, 28, 28)).shape == (2, 3)
+
+
+@pytest.mark.parametrize("arch", sorted(ARCHITECTURES))
+def test_the_served_form_gives_the_same_logits_from_channels_last_weights(arch: str) -> None:
+    torch.manual_seed(0)
+    model = build_model(arch)
+    model.train()
+    for _ in range(3):  # non-trivial batch-norm statistics
+        model(torch.randn(32, 1, 28, 28) * 2 + 0.5)
+    model.eval()
+    x = torch.randn(8, 1, 28, 28)
+    with torch.no_grad():
+        before = model(x)
+        served = prepare_for_inference(model)
+        after = served(to_channels_last(x))
+    torch.testing.assert_close(after, before, rtol=1e-4, atol=1e-4)
+    assert not served.training
+    for weight in served.parameters():
+        if weight.dim() == 4:
+            assert weight.is_contiguous(memory_format=torch.channels_last)
+
+
+@pytest.mark.parametrize(("head_pool", "features"), [(1, 96), (3, 96 * 9), (7, 96 * 49)])
+def test_the_head_pools_the_last_feature_map_to_the_asked_grid(head_pool: int, features: int) -> None:
+    model = CNN(head_pool=head_pool)
+    linear = model.head[-1]
+    assert isinstance(linear, nn.Linear) and linear.in_features == features
+    assert model(torch.randn(2, 1, 28, 28)).shape == (2, 10)
