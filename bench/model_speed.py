@@ -3,8 +3,9 @@
     python -m bench.model_speed --model models/model.pth
 
 Reports the median latency at batch 1 and images/s at batch 1, 32 and 256, for the model
-as trained and with batch norm folded into the convolutions (what the server runs), with
-the tutorial's MLP as the baseline measured in the same run.
+as trained, with batch norm folded into the convolutions, and folded with channels-last
+weights and inputs (what the server runs), with the tutorial's MLP as the baseline
+measured in the same run.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import torch
 from torch import nn
 
 from models.checkpoint import load_checkpoint
-from models.networks import CNN, build_model, count_parameters
+from models.networks import CNN, build_model, count_parameters, prepare_for_inference, to_channels_last
 
 
 def conv_macs(model: nn.Module) -> int:
@@ -42,9 +43,11 @@ def conv_macs(model: nn.Module) -> int:
 
 
 @torch.inference_mode()
-def measure(model: nn.Module, batch: int, seconds: float) -> tuple[float, float]:
+def measure(model: nn.Module, batch: int, seconds: float, channels_last: bool) -> tuple[float, float]:
     """(median ms per call, images per second) over about ``seconds`` of calls."""
     x = torch.randn(batch, 1, 28, 28)
+    if channels_last:
+        x = to_channels_last(x)
     for _ in range(10):
         model(x)
     times = []
@@ -64,22 +67,26 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     loaded = load_checkpoint(args.model)
-    variants: dict[str, nn.Module] = {"tutorial MLP (baseline)": build_model("mlp").eval()}
-    variants[f"{loaded.arch} as trained"] = loaded.model.eval()
-    if isinstance(loaded.model, CNN):
-        fused = load_checkpoint(args.model).model.eval()
-        assert isinstance(fused, CNN)
-        variants[f"{loaded.arch}, batch norm folded (served)"] = fused.fuse_for_inference()
+    # name: (model, whether its inputs are channels-last)
+    variants: dict[str, tuple[nn.Module, bool]] = {
+        "tutorial MLP (baseline)": (build_model("mlp").eval(), False),
+        f"{loaded.arch} as trained": (loaded.model.eval(), False),
+    }
+    fused = load_checkpoint(args.model).model.eval()
+    if isinstance(fused, CNN):
+        variants[f"{loaded.arch}, batch norm folded"] = (fused.fuse_for_inference(), False)
+    served = prepare_for_inference(load_checkpoint(args.model).model)
+    variants[f"{loaded.arch}, folded, channels-last (served)"] = (served, True)
     print(f"machine: {platform.processor() or platform.machine()}, torch {torch.__version__}, 1 thread")
     macs = conv_macs(loaded.model) / 1e6
     print(f"{loaded.path}: {count_parameters(loaded.model)} parameters, {macs:.1f}M multiply-adds per image")
     print("| model | batch 1 median ms | batch 1 img/s | batch 32 img/s | batch 256 img/s |")
     print("| --- | --- | --- | --- | --- |")
     baseline32 = None
-    for name, model in variants.items():
-        ms1, ips1 = measure(model, 1, args.seconds)
-        _, ips32 = measure(model, 32, args.seconds)
-        _, ips256 = measure(model, 256, args.seconds)
+    for name, (model, channels_last) in variants.items():
+        ms1, ips1 = measure(model, 1, args.seconds, channels_last)
+        _, ips32 = measure(model, 32, args.seconds, channels_last)
+        _, ips256 = measure(model, 256, args.seconds, channels_last)
         baseline32 = baseline32 or ips32
         print(f"| {name} | {ms1:.2f} | {ips1:.0f} | {ips32:.0f} ({ips32 / baseline32:.2f}x) | {ips256:.0f} |")
 

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 
 from models.checkpoint import CheckpointError, LoadedModel, load_checkpoint
-from models.networks import CNN
+from models.networks import prepare_for_inference
 from training import report
 from training.data import DEFAULT_CACHE_DIR, load_fashion_mnist, prepare_fashion_mnist
 from training.errors import DatasetError
@@ -38,9 +38,7 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 def evaluate_checkpoint(loaded: LoadedModel, images: torch.Tensor, labels: torch.Tensor) -> dict[str, Any]:
     """Accuracy, loss, per-class accuracy and predictions, as the server would compute them."""
-    model = loaded.model.eval()
-    if isinstance(model, CNN):
-        model.fuse_for_inference()  # what the server runs; the logits agree to rounding
+    model = prepare_for_inference(loaded.model)  # what the server runs; the logits agree to rounding
     result = evaluate(model, images, labels, loaded.input_spec, 1000, torch.device("cpu"))
     matrix = report.confusion_matrix(labels, result["predictions"], len(loaded.classes))
     return {
