@@ -33,6 +33,14 @@ class ServiceState:
             return int(Settings.model_fields["max_upload_bytes"].default)
         return self.settings.max_upload_bytes
 
+    def body_timeout(self) -> float:
+        if self.settings is None:
+            return float(Settings.model_fields["body_timeout_s"].default)
+        return self.settings.body_timeout_s
+
+    def cors_origins(self) -> tuple[str, ...]:
+        return () if self.settings is None else self.settings.cors_origins
+
 
 # The dependencies are async although they never wait: FastAPI runs a plain ``def``
 # dependency in its thread pool, a round trip to another thread per dependency per request.

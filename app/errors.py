@@ -32,6 +32,10 @@ _ERRORS: dict[int, tuple[str, str]] = {
         "FASHION_API_KEY is set and the request does not carry it",
         "missing or invalid API key: send Authorization: Bearer <key> or X-API-Key: <key>",
     ),
+    408: (
+        "The request body did not all arrive within the body timeout",
+        "the request body did not arrive within 30 s",
+    ),
     413: ("The request body is larger than the upload limit", "the upload is larger than 10485760 bytes"),
     415: (
         "The file is a known non-image type (PDF, SVG, HTML, JSON, text)",
@@ -50,6 +54,7 @@ _ERRORS: dict[int, tuple[str, str]] = {
     504: ("The prediction did not come within the request timeout", "no prediction within 30 s; retry"),
 }
 BUSY = "the server is busy; retry shortly"
+NOT_A_FILE = "expected a file, got a text field; send the image as a file part (with a filename)"
 # Seconds a client should wait after a full queue: a hint, not a promise. In a second one
 # worker answers a few hundred images (docs/BENCHMARKS.md), a good share of a full queue.
 RETRY_AFTER_S = 1
@@ -87,7 +92,11 @@ def _describe_validation(exc: RequestValidationError) -> str:
     for error in exc.errors():
         # loc is ("query", "top_k") or ("body", "file"): the parameter name is what a client knows.
         name = ".".join(str(part) for part in error.get("loc", ())[1:]) or "request"
-        problems.append(f"{name}: {error.get('msg', 'invalid')}")
+        message = str(error.get("msg", "invalid")).removeprefix("Value error, ")
+        if message.startswith("Expected UploadFile"):
+            # FastAPI's wording names a Python class; a part without a filename is a text field.
+            message = NOT_A_FILE
+        problems.append(f"{name}: {message}")
     return "; ".join(problems)
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from app import __version__
+from app.cors import ConfiguredCORS
 from app.dependencies import ServiceState
 from app.errors import UnexpectedErrorMiddleware, install_error_handlers
 from app.lifespan import StartupErrorReporter, lifespan
@@ -40,9 +41,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for router in (predict.router, model.router, health.router, metrics.router, page.router):
         app.include_router(router)
     app.mount("/static", page.static_files(), name="static")
-    # Added last = outermost: metrics see every request, 413s and 500s included.
-    app.add_middleware(UploadLimitMiddleware, max_bytes=state.upload_limit)
+    # Added last = outermost: metrics see every request, 408s, 413s and 500s included, and
+    # CORS headers go on every answer, a 500 too.
+    app.add_middleware(UploadLimitMiddleware, max_bytes=state.upload_limit, body_timeout_s=state.body_timeout)
     app.add_middleware(UnexpectedErrorMiddleware)
+    app.add_middleware(ConfiguredCORS, origins=state.cors_origins)
     app.add_middleware(MetricsMiddleware, metrics=state.metrics)
     app.add_middleware(StartupErrorReporter)
     return app

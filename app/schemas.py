@@ -157,7 +157,6 @@ class ModelInfoResponse(BaseModel):
     metrics: dict[str, Any] = Field(description="figures recorded by training (test accuracy, ...)")
     train_args: dict[str, Any] = Field(description="the training command's arguments; paths shortened")
     created_at: str | None = Field(description="when training wrote the file (UTC)")
-    torch_version: str | None
     format_version: int | None = Field(description="checkpoint layout version; null for a bare state dict")
     device: str
 
@@ -173,7 +172,6 @@ class ModelInfoResponse(BaseModel):
             "metrics": {"test_accuracy": 0.9312, "test_loss": 0.2011, "train_seconds": 1412.5},
             "train_args": {"arch": "cnn", "epochs": 30, "lr": 0.1, "data_dir": "fashion-mnist"},
             "created_at": "2026-11-27T01:30:00+00:00",
-            "torch_version": "2.14.1",
             "format_version": 1,
             "device": "cpu",
         }

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 ENV_PREFIX = "FASHION_"
 _DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")
+# What a browser sends as Origin: scheme://host[:port], nothing after it.
+_ORIGIN = re.compile(r"[a-z][a-z0-9+.-]*://[^\s/?#]+")
 
 
 def shipped_model_path() -> Path:
@@ -40,6 +43,12 @@ class Settings(BaseSettings):
     max_upload_bytes: int = Field(
         10 * 1024 * 1024, ge=1, description="largest request body, all files and multipart framing"
     )
+    # A deadline on the whole body, not on the gap between chunks: a client trickling a byte
+    # a second passes any gap limit and holds its connection forever. 30 s still lets a
+    # 10 MiB upload through at 350 KB/s.
+    body_timeout_s: float = Field(
+        30.0, gt=0, le=3600, description="longest a request body may take to arrive; beyond it, 408"
+    )
     # Far more than a 28x28 classifier needs, yet it bounds the memory one upload can take
     # (a 16 MP RGB image decodes to 48 MB), which is what stops decompression bombs.
     max_image_pixels: int = Field(16_000_000, ge=1, description="largest image, in pixels (width x height)")
@@ -58,6 +67,14 @@ class Settings(BaseSettings):
     request_timeout_s: float = Field(
         30.0, gt=0, le=3600, description="longest a request waits for its prediction; beyond it, 504"
     )
+    # Kubernetes kills a pod terminationGracePeriodSeconds (30 by default) after SIGTERM;
+    # the grace must end well before that, so the lifespan still gets to shut down cleanly.
+    shutdown_grace_s: int = Field(
+        20,
+        ge=1,
+        le=3600,
+        description="after SIGTERM, longest fashion-serve waits for requests in flight, then cancels them",
+    )
     # A 28x28 upload decodes in about a tenth of a millisecond, mostly Python holding the
     # GIL: two threads keep decoding off the event loop; more would only contend for it.
     preprocess_threads: int = Field(2, ge=1, le=64, description="threads that decode and preprocess uploads")
@@ -73,6 +90,11 @@ class Settings(BaseSettings):
     # Off by default: a service on loopback or behind an authenticating gateway needs none.
     api_key: SecretStr | None = Field(
         None, description="when set, /predict*, /model and /metrics need it as a Bearer token or X-API-Key"
+    )
+    # Off by default: the web page is served by the app itself, so only another site's
+    # scripts need CORS, and each such origin should be named.
+    cors_origins: Annotated[tuple[str, ...], NoDecode] = Field(
+        (), description="origins whose browser scripts may call the API: comma-separated or a JSON list"
     )
 
     @field_validator("device")
@@ -92,6 +114,34 @@ class Settings(BaseSettings):
                 f"{value} is less than FASHION_MAX_BATCH_FILES ({files}): a full batch request could never "
                 "be admitted; raise it or lower FASHION_MAX_BATCH_FILES"
             )
+        return value
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, value: Any) -> Any:
+        # pydantic-settings reads a list from the environment as JSON only; a comma-separated
+        # value is what people write, so both are accepted.
+        if not isinstance(value, str):
+            return value
+        value = value.strip()
+        if value.startswith("["):
+            try:
+                return json.loads(value)
+            except json.JSONDecodeError:
+                raise ValueError(f"{value!r} is not a JSON list of origins") from None
+        return [origin.strip() for origin in value.split(",") if origin.strip()]
+
+    @field_validator("cors_origins")
+    @classmethod
+    def _check_origins(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        # Browsers send the Origin in lower case, and CORSMiddleware compares it exactly.
+        value = tuple(origin.lower() for origin in value)
+        for origin in value:
+            if origin != "*" and not _ORIGIN.fullmatch(origin):
+                raise ValueError(
+                    f"{origin!r} is not an origin; write scheme://host[:port], without a path or a "
+                    "trailing slash (https://shop.example.com), or * for any"
+                )
         return value
 
     @field_validator("log_level", mode="before")

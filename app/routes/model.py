@@ -19,6 +19,19 @@ router = APIRouter(tags=["model"])
 _PATH_ARGS = {"data_dir", "cache_dir", "output", "resume", "images", "annotations", "test_annotations"}
 
 
+# Where training ran: software versions and the OS build are of no use to a client, and
+# tell an attacker what to try when the server runs the same image.
+_PRIVATE_MACHINE_KEYS = {"platform", "python"}
+
+
+def public_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
+    """The training metrics without the training machine's OS and Python versions."""
+    machine = metrics.get("machine")
+    if not isinstance(machine, dict):
+        return metrics
+    return {**metrics, "machine": {k: v for k, v in machine.items() if k not in _PRIVATE_MACHINE_KEYS}}
+
+
 def public_train_args(train_args: dict[str, Any]) -> dict[str, Any]:
     """The training arguments with path values cut to their final component."""
     return {
@@ -54,10 +67,9 @@ async def read_model(predictor: PredictorDep) -> ModelInfoResponse:
             mean=list(spec.mean),
             std=list(spec.std),
         ),
-        metrics=loaded.metrics,
+        metrics=public_metrics(loaded.metrics),
         train_args=public_train_args(loaded.train_args),
         created_at=loaded.created_at,
-        torch_version=loaded.torch_version,
         format_version=loaded.format_version,
         device=str(predictor.device),
     )

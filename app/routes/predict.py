@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, File, HTTPException, Query, UploadFile
+from fastapi import APIRouter, Depends, File, HTTPException, Query, Request, UploadFile
 
 from app.auth import ApiKey
 from app.dependencies import BatcherDep, MetricsDep, PredictorDep, SettingsDep
@@ -26,11 +26,20 @@ IncludeInput = Annotated[
 FILE_HELP = "a PNG, JPEG, WebP, BMP, GIF or TIFF image, any size"
 
 
+async def one_file(request: Request) -> None:
+    """Refuse two or more ``file`` parts, which FastAPI would quietly cut to the last one."""
+    count = len((await request.form()).getlist("file"))  # already parsed: no second read
+    if count > 1:
+        detail = f"file: expected one file, got {count}; send several to /predict/batch"
+        raise HTTPException(422, detail=detail)
+
+
 @router.post(
     "",
     response_model=PredictionResponse,
     response_model_exclude_none=True,  # no input_image key unless asked for
-    responses=error_responses(400, 401, 413, 415, 422, 500, 503, 504),
+    responses=error_responses(400, 401, 408, 413, 415, 422, 500, 503, 504),
+    dependencies=[Depends(one_file)],
 )
 async def predict_image(
     file: Annotated[UploadFile, File(description=FILE_HELP)],
@@ -60,6 +69,7 @@ async def predict_image(
     responses=error_responses(
         400,
         401,
+        408,
         413,
         422,
         500,
@@ -76,7 +86,8 @@ async def predict_image(
     ),
 )
 async def predict_batch(
-    files: Annotated[list[UploadFile], File(description=f"one or more images: {FILE_HELP}")],
+    # min_length: the OpenAPI says minItems 1, since an empty list is sent as no part (a 422).
+    files: Annotated[list[UploadFile], File(description=f"one or more images: {FILE_HELP}", min_length=1)],
     predictor: PredictorDep,
     batcher: BatcherDep,
     metrics: MetricsDep,

@@ -102,3 +102,51 @@ def test_invalid_batching_settings_are_refused(
         load_settings()
     assert str(caught.value).startswith(f"invalid settings: {variable}: ")
     assert expected in str(caught.value)
+
+
+def test_the_body_timeout_defaults_to_30_s_and_reads_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert load_settings().body_timeout_s == 30.0
+    monkeypatch.setenv("FASHION_BODY_TIMEOUT_S", "2.5")
+    assert load_settings().body_timeout_s == 2.5
+    monkeypatch.setenv("FASHION_BODY_TIMEOUT_S", "0")
+    with pytest.raises(SettingsError, match="FASHION_BODY_TIMEOUT_S: Input should be greater than 0"):
+        load_settings()
+
+
+@pytest.mark.parametrize(
+    ("value", "origins"),
+    [
+        ("", ()),
+        ("https://shop.example.com", ("https://shop.example.com",)),
+        (" https://a.example, http://B.example:8080 ,", ("https://a.example", "http://b.example:8080")),
+        ('["https://a.example", "http://localhost:3000"]', ("https://a.example", "http://localhost:3000")),
+        ("*", ("*",)),
+    ],
+)
+def test_cors_origins_are_read_comma_separated_or_as_json(
+    monkeypatch: pytest.MonkeyPatch, value: str, origins: tuple[str, ...]
+) -> None:
+    assert load_settings().cors_origins == ()
+    monkeypatch.setenv("FASHION_CORS_ORIGINS", value)
+    assert load_settings().cors_origins == origins
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (
+            "https://shop.example.com/",
+            "'https://shop.example.com/' is not an origin; write scheme://host[:port]",
+        ),
+        ("shop.example.com", "'shop.example.com' is not an origin"),
+        ('["https://a.example"', "is not a JSON list of origins"),
+    ],
+)
+def test_a_malformed_origin_is_refused_saying_how_to_write_one(
+    monkeypatch: pytest.MonkeyPatch, value: str, expected: str
+) -> None:
+    monkeypatch.setenv("FASHION_CORS_ORIGINS", value)
+    with pytest.raises(SettingsError) as caught:
+        load_settings()
+    assert str(caught.value).startswith("invalid settings: FASHION_CORS_ORIGINS: ")
+    assert expected in str(caught.value)

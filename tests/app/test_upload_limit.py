@@ -2,7 +2,7 @@
 
 import asyncio
 
-from starlette.types import Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.upload_limit import UploadLimitMiddleware
 
@@ -58,3 +58,78 @@ def test_a_lying_length_does_not_help() -> None:
     read, sent = run(1000, [b"x" * 400] * 10, [(b"content-length", b"10")])
     assert read == 3
     assert sent[0]["status"] == 413
+
+
+SCOPE = {
+    "type": "http",
+    "method": "POST",
+    "path": "/predict",
+    "headers": [(b"transfer-encoding", b"chunked")],
+}
+
+
+def run_timed(receive: Receive, app: ASGIApp = read_everything, timeout_s: float = 0.05) -> list[Message]:
+    """Run the middleware with a body deadline of ``timeout_s``; returns what was sent."""
+    sent: list[Message] = []
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    middleware = UploadLimitMiddleware(app, max_bytes=lambda: 10**6, body_timeout_s=lambda: timeout_s)
+    asyncio.run(middleware(SCOPE, receive, send))
+    return sent
+
+
+def assert_timed_out(sent: list[Message]) -> None:
+    assert sent[0]["status"] == 408
+    assert (b"connection", b"close") in sent[0]["headers"]
+    assert sent[1]["body"] == b'{"detail":"the request body did not arrive within 0.05 s"}'
+
+
+def test_a_body_that_stops_arriving_is_a_408_that_closes_the_connection() -> None:
+    reads = 0
+
+    async def stalls() -> Message:
+        nonlocal reads
+        reads += 1
+        if reads == 1:
+            return {"type": "http.request", "body": b"x" * 100, "more_body": True}
+        await asyncio.Event().wait()  # the rest never comes
+        raise AssertionError("unreachable")
+
+    assert_timed_out(run_timed(stalls))
+
+
+def test_a_body_that_trickles_for_ever_is_a_408_too() -> None:
+    # A byte every 10 ms never leaves a long gap: only a deadline on the whole body ends it.
+    reads = 0
+
+    async def trickles() -> Message:
+        nonlocal reads
+        reads += 1
+        assert reads < 1000, "the middleware kept reading past its deadline"
+        await asyncio.sleep(0.01)
+        return {"type": "http.request", "body": b"x", "more_body": True}
+
+    assert_timed_out(run_timed(trickles))
+
+
+def test_waiting_after_the_whole_body_has_no_deadline() -> None:
+    """An app may keep reading after the body to learn of a disconnect; that is not a slow body."""
+    reads = 0
+
+    async def body_then_disconnect() -> Message:
+        nonlocal reads
+        reads += 1
+        if reads == 1:
+            return {"type": "http.request", "body": b"x", "more_body": False}
+        await asyncio.sleep(0.2)  # well past the 0.05 s deadline
+        return {"type": "http.disconnect"}
+
+    async def reads_on(scope: Scope, receive: Receive, send: Send) -> None:
+        assert (await receive())["type"] == "http.request"
+        assert (await receive())["type"] == "http.disconnect"
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    assert run_timed(body_then_disconnect, reads_on)[0]["status"] == 200

@@ -5,7 +5,7 @@ from pathlib import Path
 from fastapi.testclient import TestClient
 
 from app.main import create_app
-from app.routes.model import public_train_args
+from app.routes.model import public_metrics, public_train_args
 from app.settings import Settings
 from models.checkpoint import FASHION_MNIST_CLASSES, InputSpec, make_checkpoint, save_checkpoint
 from models.networks import build_model, count_parameters
@@ -57,7 +57,8 @@ def test_model_describes_the_checkpoint(tmp_path: Path) -> None:
     assert body["metrics"] == metrics
     assert body["train_args"]["epochs"] == 3
     assert body["format_version"] == 1
-    assert body["torch_version"]
+    # No software versions: the checkpoint records its torch version, the API does not repeat it.
+    assert "torch_version" not in body
     assert body["created_at"]
     assert body["device"] == "cpu"
     # Paths on the training machine are cut to their last part.
@@ -77,3 +78,12 @@ def test_public_train_args_keeps_what_is_not_a_path() -> None:
         "images": "",
         "lr": 0.1,
     }
+
+
+def test_public_metrics_drop_the_training_machines_os_and_python_versions() -> None:
+    machine = {"device": "cpu", "platform": "Linux-6.1-x86_64", "cpu_count": 2, "python": "3.11.7"}
+    assert public_metrics({"test_accuracy": 0.9, "machine": machine}) == {
+        "test_accuracy": 0.9,
+        "machine": {"device": "cpu", "cpu_count": 2},
+    }
+    assert public_metrics({"test_accuracy": 0.9}) == {"test_accuracy": 0.9}

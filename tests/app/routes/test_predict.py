@@ -107,6 +107,17 @@ def test_a_missing_file_field_is_a_422(client: TestClient) -> None:
     assert client.post("/predict").status_code == 422
 
 
+def test_two_file_parts_or_a_part_without_filename_are_a_422_that_says_so(client: TestClient) -> None:
+    two = client.post("/predict", files=[("file", ("a.png", png_bytes())), ("file", ("b.png", png_bytes()))])
+    assert two.status_code == 422
+    assert two.json() == {"detail": "file: expected one file, got 2; send several to /predict/batch"}
+    text = client.post("/predict", data={"file": "a.png"})  # a text field, not a file
+    assert text.status_code == 422
+    assert text.json() == {
+        "detail": "file: expected a file, got a text field; send the image as a file part (with a filename)"
+    }
+
+
 def test_an_upload_over_the_limit_is_a_413(tiny_checkpoint: Path) -> None:
     settings = Settings(model_path=tiny_checkpoint, device="cpu", max_upload_bytes=5000)
     with TestClient(create_app(settings)) as client:
