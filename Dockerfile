@@ -45,4 +45,8 @@ WORKDIR /home/app
 EXPOSE 8000
 HEALTHCHECK --interval=15s --timeout=3s --start-period=30s --retries=3 \
   CMD ["python3", "-c", "import sys, urllib.request; sys.exit(urllib.request.urlopen('http://127.0.0.1:8000/health', timeout=2).status != 200)"]
-CMD ["uvicorn", "app.main:app", "--host", "0.0.0.0", "--port", "8000"]
+# fashion-serve (installed by `pip install .` above) checks the settings and the model before
+# uvicorn starts, sends no Server header, and on SIGTERM answers the requests in flight for
+# up to FASHION_SHUTDOWN_GRACE_S (20 s). `docker stop` kills after 10 s unless told more:
+# docker stop -t 30, or docker run --stop-timeout 30.
+CMD ["fashion-serve", "--host", "0.0.0.0", "--port", "8000"]

@@ -2,13 +2,17 @@
 
     fashion-serve --host 0.0.0.0 --port 8000 --workers 2
 
-Everything else is configured through FASHION_* variables (see app/settings.py).
+Everything else is configured through FASHION_* variables (see app/settings.py). On
+SIGTERM the server stops accepting connections, answers the requests in flight (for up to
+FASHION_SHUTDOWN_GRACE_S), shuts the model down and exits with status 0.
 """
 
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
+from types import FrameType
 
 import uvicorn
 
@@ -28,6 +32,10 @@ def get_args_parser() -> argparse.ArgumentParser:
         "--workers", type=int, default=1, help="processes, each with its own copy of the model"
     )
     return parser
+
+
+def _exit_cleanly(signum: int, frame: FrameType | None) -> None:
+    raise SystemExit(0)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -52,13 +60,25 @@ def main(argv: list[str] | None = None) -> None:
             "this port can use the model",
             file=sys.stderr,
         )
-    uvicorn.run(
-        "app.main:app",
-        host=args.host,
-        port=args.port,
-        workers=args.workers,
-        log_level=settings.log_level,
-    )
+    # After a graceful shutdown uvicorn raises the SIGTERM it caught once more, to die of it
+    # (status 143). Caught here, that ends the process with status 0, as it does with
+    # several workers, whose supervisor never re-raises.
+    previous = signal.signal(signal.SIGTERM, _exit_cleanly)
+    try:
+        uvicorn.run(
+            "app.main:app",
+            host=args.host,
+            port=args.port,
+            workers=args.workers,
+            log_level=settings.log_level,
+            # After SIGTERM: stop accepting, let requests in flight finish for up to this
+            # long, then cancel what is left and run the lifespan's shutdown.
+            timeout_graceful_shutdown=settings.shutdown_grace_s,
+            # The Server header only tells a scanner what to try; Date stays (HTTP asks for it).
+            server_header=False,
+        )
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

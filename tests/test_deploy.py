@@ -6,12 +6,14 @@ import shlex
 import shutil
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
 import yaml
 
 from app.main import create_app
+from app.serve import get_args_parser
 from app.settings import ENV_PREFIX, Settings
 from tests.conftest import REPO
 
@@ -45,13 +47,17 @@ def test_every_copied_path_exists_and_is_not_docker_ignored() -> None:
             )
 
 
-def test_cmd_runs_the_app_module_that_exists() -> None:
+def test_cmd_runs_fashion_serve_which_the_image_installs() -> None:
     (cmd,) = instructions("CMD")
     argv = yaml.safe_load(cmd)  # exec form is a JSON array
-    assert argv[:2] == ["uvicorn", "app.main:app"]
-    assert argv[argv.index("--port") + 1] == "8000" and "EXPOSE 8000" in DOCKERFILE
-    module, attribute = argv[1].split(":")
-    assert hasattr(importlib.import_module(module), attribute)
+    assert argv[0] == "fashion-serve"
+    # A console script of the package, which the build stage installs with `pip install .`.
+    scripts = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"]
+    module, attribute = scripts["fashion-serve"].split(":")
+    assert callable(getattr(importlib.import_module(module), attribute))
+    assert "pip install ." in instructions("RUN")
+    args = get_args_parser().parse_args(argv[1:])
+    assert (args.host, args.port, args.workers) == ("0.0.0.0", 8000, 1) and "EXPOSE 8000" in DOCKERFILE
 
 
 def test_environment_the_image_sets_are_real_settings() -> None:
@@ -84,3 +90,14 @@ def test_kubernetes_manifest_matches_the_app() -> None:
     assert {"cpu", "memory"} <= set(container["resources"]["requests"])
     assert manifest["Service"]["spec"]["ports"][0]["targetPort"] == "http"
     assert manifest["HorizontalPodAutoscaler"]["spec"]["scaleTargetRef"]["name"] == "fashion-mnist"
+
+
+def test_kubernetes_waits_for_the_pre_stop_pause_and_the_shutdown_grace() -> None:
+    pod = load_manifest()["Deployment"]["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    env = {e["name"]: e["value"] for e in container["env"]}
+    grace = int(env.get("FASHION_SHUTDOWN_GRACE_S", Settings.model_fields["shutdown_grace_s"].default))
+    pause = container["lifecycle"]["preStop"]["exec"]["command"]
+    assert pause[0] == "sleep"
+    # What is left after both is the lifespan's shutdown: a few seconds at least.
+    assert pod["terminationGracePeriodSeconds"] >= int(pause[1]) + grace + 5
