@@ -221,7 +221,7 @@ def _offline_section(offline: dict[str, Any]) -> list[str]:
     best = max(one["images_per_s"].values())
     lines = [
         "",
-        "## Offline inference (the served model, batch norm folded)",
+        "## Offline inference (the served model: batch norm folded, channels-last)",
         "",
         f"{offline['macs'] / 1e6:.1f}M multiply-adds, so {offline['flops'] / 1e6:.1f} MFLOPs per image.",
         f"One core multiplies 1024x1024 matrices at {one['matmul_gflops']:.0f} GFLOP/s, so no implementation",
