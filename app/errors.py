@@ -120,6 +120,23 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(InferenceTimeoutError, _timed_out)
 
 
+class TrackedSend:
+    """An ASGI ``send`` that remembers whether the response has started.
+
+    A middleware that answers for a failed request may do so only before the first
+    ``http.response.start``; after it, the only thing left is to drop the connection.
+    """
+
+    def __init__(self, send: Send) -> None:
+        self._send = send
+        self.response_started = False
+
+    async def __call__(self, message: Message) -> None:
+        if message["type"] == "http.response.start":
+            self.response_started = True
+        await self._send(message)
+
+
 class UnexpectedErrorMiddleware:
     """Log an unhandled exception with its traceback and answer a bare 500.
 
@@ -134,18 +151,11 @@ class UnexpectedErrorMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        response_started = False
-
-        async def tracking_send(message: Message) -> None:
-            nonlocal response_started
-            if message["type"] == "http.response.start":
-                response_started = True
-            await send(message)
-
+        tracked = TrackedSend(send)
         try:
-            await self.app(scope, receive, tracking_send)
+            await self.app(scope, receive, tracked)
         except Exception:
             logger.exception("unhandled error on %s %s", scope["method"], scope["path"])
-            if response_started:
+            if tracked.response_started:
                 raise  # too late for a clean answer: the server drops the connection
             await JSONResponse({"detail": INTERNAL_ERROR}, status_code=500)(scope, receive, send)

@@ -11,6 +11,8 @@ from starlette.datastructures import Headers
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.errors import TrackedSend
+
 
 def too_large_detail(limit: int) -> str:
     return f"the upload is larger than {limit} bytes"
@@ -69,7 +71,6 @@ class UploadLimitMiddleware:
         received = 0
         deadline: float | None = None  # set by the first read
         body_done = False
-        response_started = False
 
         async def limited_receive() -> Message:
             nonlocal received, deadline, body_done
@@ -92,17 +93,12 @@ class UploadLimitMiddleware:
                 body_done = True
             return message
 
-        async def tracking_send(message: Message) -> None:
-            nonlocal response_started
-            if message["type"] == "http.response.start":
-                response_started = True
-            await send(message)
-
+        tracked = TrackedSend(send)
         try:
-            await self.app(scope, limited_receive, tracking_send)
+            await self.app(scope, limited_receive, tracked)
         except BodyRefused as exc:
             # FastAPI's exception handler normally answers; this covers a body read elsewhere.
-            if response_started:
+            if tracked.response_started:
                 raise
             response = JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers)
             await response(scope, receive, send)
