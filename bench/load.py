@@ -15,6 +15,8 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from bench.uploads import multipart
+
 LUA = Path(__file__).with_name("post_images.lua")
 BOUNDARY = "fashionbenchboundary7e3c"
 
@@ -38,11 +40,7 @@ def write_bodies(pngs: list[bytes], folder: Path) -> str:
     """One multipart body per image, as wrk will send it; returns the Content-Type."""
     folder.mkdir(parents=True, exist_ok=True)
     for index, png in enumerate(pngs):
-        head = (
-            f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="file"; filename="{index}.png"\r\n'
-            "Content-Type: image/png\r\n\r\n"
-        ).encode()
-        (folder / f"{index}.bin").write_bytes(head + png + f"\r\n--{BOUNDARY}--\r\n".encode())
+        (folder / f"{index}.bin").write_bytes(multipart(png, f"{index}.png", boundary=BOUNDARY))
     return f"multipart/form-data; boundary={BOUNDARY}"
 
 

@@ -4,14 +4,14 @@ the model gives each offline, simple bad inputs, and multipart bodies ready to s
 
 from __future__ import annotations
 
-import io
 import os
 import random
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+
+from bench.bad_images import encode
 
 REPO = Path(__file__).resolve().parents[1]
 BOUNDARY = "fashionreliability5b1d"
@@ -33,9 +33,8 @@ def find_data_dir() -> Path | None:
 
 
 def png(pixels: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    Image.fromarray(pixels, mode="L").save(buffer, format="PNG")
-    return buffer.getvalue()
+    """A 2-D uint8 array as a grayscale PNG."""
+    return encode(pixels)
 
 
 def synthetic_pngs(n: int, seed: int = 0) -> list[bytes]:
@@ -96,13 +95,16 @@ class Upload:
     expected: int | None
 
 
-def multipart(data: bytes, filename: str = "item.png", content_type: str = "image/png") -> bytes:
-    """A multipart/form-data body (CONTENT_TYPE) with ``data`` as its one ``file`` field."""
+def multipart(
+    data: bytes, filename: str = "item.png", content_type: str = "image/png", boundary: str = BOUNDARY
+) -> bytes:
+    """A multipart/form-data body (CONTENT_TYPE, for the default boundary) with ``data`` as
+    its one ``file`` field."""
     head = (
-        f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="file"; filename="{filename}"\r\n'
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{filename}"\r\n'
         f"Content-Type: {content_type}\r\n\r\n"
     ).encode()
-    return head + data + f"\r\n--{BOUNDARY}--\r\n".encode()
+    return head + data + f"\r\n--{boundary}--\r\n".encode()
 
 
 def request_head(path: str, body_length: int, host: str = "127.0.0.1") -> bytes:

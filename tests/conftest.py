@@ -11,6 +11,7 @@ import pytest
 import torch
 from torchvision.datasets import FashionMNIST
 
+from bench.uploads import find_data_dir
 from models.checkpoint import FASHION_MNIST_CLASSES, InputSpec, make_checkpoint, save_checkpoint
 from models.networks import build_model
 
@@ -20,22 +21,12 @@ torch.set_num_threads(1)
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _find_real_data() -> Path:
-    """The four real .gz files: $FASHION_MNIST_DIR, else ../shared beside the checkout,
-    else the workplace's shared folder (a CI clone may live elsewhere)."""
-    candidates = [
-        REPO.parent / "shared" / "datasets" / "fashion-mnist",
-        Path("/work/shared/datasets/fashion-mnist"),
-    ]
-    if os.environ.get("FASHION_MNIST_DIR"):
-        candidates.insert(0, Path(os.environ["FASHION_MNIST_DIR"]))
-    for folder in candidates:
-        if (folder / "t10k-images-idx3-ubyte.gz").exists():
-            return folder
-    return candidates[0]
-
-
-REAL_DATA = _find_real_data()
+# The four real .gz files: $FASHION_MNIST_DIR, else ../shared beside the checkout, else the
+# workplace's shared folder (a CI clone may live elsewhere). Where none has them, tests
+# that need them skip and name the first place looked.
+REAL_DATA = find_data_dir() or Path(
+    os.environ.get("FASHION_MNIST_DIR") or REPO.parent / "shared" / "datasets" / "fashion-mnist"
+)
 # A network small enough to train in a blink; still the real CNN code.
 TINY_CNN_ARGS = {"widths": [4, 8], "pools_after": [0]}
 
@@ -88,9 +79,13 @@ def real_data_dir() -> Path:
 @pytest.fixture
 def tiny_checkpoint(tmp_path: Path) -> Path:
     """An untrained tiny CNN saved in the current checkpoint format."""
+    return write_tiny_checkpoint(tmp_path / "tiny.pth")
+
+
+def write_tiny_checkpoint(path: Path) -> Path:
+    """Save an untrained tiny CNN (seed 0) in the current checkpoint format at ``path``."""
     torch.manual_seed(0)
     model = build_model("cnn", **TINY_CNN_ARGS)
-    path = tmp_path / "tiny.pth"
     save_checkpoint(
         make_checkpoint(
             model, "cnn", TINY_CNN_ARGS, FASHION_MNIST_CLASSES, InputSpec(), metrics={"test_accuracy": 0.1}

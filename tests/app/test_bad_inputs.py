@@ -3,22 +3,16 @@ documented status, never a 5xx, and the server stays healthy after each."""
 
 import json
 import os
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-import torch
 
 from app.settings import ENV_PREFIX
 from bench.bad_inputs import corpus, send_case
-from bench.server_process import free_port
-from models.checkpoint import FASHION_MNIST_CLASSES, InputSpec, make_checkpoint, save_checkpoint
-from models.networks import build_model
-from tests.conftest import REPO, TINY_CNN_ARGS
+from bench.server_process import ServerProcess, free_port
+from tests.conftest import write_tiny_checkpoint
 
 # Small, so the oversized bodies are quick to send and the bodies that never end are cut
 # off quickly; still far above every other case's size.
@@ -32,45 +26,27 @@ PARSER_REFUSALS = {"chunked-bad-size", "length-not-a-number"}
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, int, Path]]:
     """uvicorn serving an untrained tiny CNN; yields host, port and the server's log file."""
     folder = tmp_path_factory.mktemp("bad-inputs")
-    torch.manual_seed(0)
-    checkpoint = folder / "tiny.pth"
-    model = build_model("cnn", **TINY_CNN_ARGS)
-    save_checkpoint(
-        make_checkpoint(model, "cnn", TINY_CNN_ARGS, FASHION_MNIST_CLASSES, InputSpec()), checkpoint
-    )
-    env = {name: value for name, value in os.environ.items() if not name.startswith(ENV_PREFIX)}
-    env |= {
-        "FASHION_MODEL_PATH": str(checkpoint),
+    env = {
+        "FASHION_MODEL_PATH": str(write_tiny_checkpoint(folder / "tiny.pth")),
         "FASHION_DEVICE": "cpu",
         "FASHION_MAX_UPLOAD_BYTES": str(UPLOAD_LIMIT),
         "FASHION_BODY_TIMEOUT_S": str(BODY_TIMEOUT_S),
     }
     port = free_port()
     log = folder / "server.log"
-    with log.open("wb") as output:  # a file, not a pipe nobody reads, which could fill and stall it
-        process = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "app.main:app", "--host", "127.0.0.1", "--port", str(port)],
-            cwd=REPO,
-            env=env,
-            stdout=output,
-            stderr=subprocess.STDOUT,
-        )
+    command = ["-m", "uvicorn", "app.main:app", "--host", "127.0.0.1", "--port", str(port)]
+    with pytest.MonkeyPatch.context() as patch:
+        # The server's settings are these alone, whatever FASHION_* the caller's shell has.
+        for name in list(os.environ):
+            if name.startswith(ENV_PREFIX):
+                patch.delenv(name)
+        server = ServerProcess("uvicorn", command, port, log, env)
     try:
-        # Poll until ready; the deadline only stops a broken start from hanging the suite.
-        deadline = time.monotonic() + 180
-        while True:
-            assert process.poll() is None, f"the server exited:\n{log.read_text()}"
-            assert time.monotonic() < deadline, "the server never became ready"
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=5).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            time.sleep(0.2)
+        # The deadline only stops a broken start from hanging the suite.
+        server.wait_ready(timeout=180)
         yield "127.0.0.1", port, log
     finally:
-        process.terminate()
-        process.wait(timeout=60)
+        server.stop()
 
 
 def test_the_corpus_has_at_least_30_distinct_cases_each_with_a_2xx_or_4xx() -> None:
