@@ -1,8 +1,8 @@
 """Dynamic batching: the images of concurrent requests share one forward pass.
 
     event loop        admit (or 503) ─> await the answer (or 504 after the timeout)
-    thread pool       decode + preprocess ─> queue
-    inference thread  take what is queued ─> Predictor.predict_batch ─> answer each request
+    thread pool       decode to 28x28 uint8 pixels ─> queue
+    inference thread  take what is queued ─> Predictor.predict_batch (normalise, forward) ─> answer each request
 
 A batch closes when it holds ``max_batch_size`` images, or ``max_wait_s`` after its first
 image was queued. The worker waits for company only while other requests are known to be
@@ -126,7 +126,7 @@ class Batcher:
         """One upload through the batch queue; raises ImageError, QueueFullError, InferenceTimeoutError."""
 
         def prepare() -> list[ModelInput]:
-            return [self.predictor.preprocess(data, invert, keep_image)]
+            return [self.predictor.decode(data, invert, keep_image)]
 
         return (await self._submit(1, prepare, top_k))[0]
 
@@ -139,7 +139,7 @@ class Batcher:
             items = []
             for index, data in enumerate(payloads):
                 try:
-                    items.append(self.predictor.preprocess(data, invert))
+                    items.append(self.predictor.decode(data, invert))
                 except ImageError as exc:
                     raise ItemError(index, exc) from exc
             return items
@@ -189,7 +189,7 @@ class Batcher:
     def _preprocess(
         self, job: _Job, prepare: Callable[[], list[ModelInput]], inputs: list[ModelInput]
     ) -> None:
-        """In the pool: decode and normalise, then queue the tensors for the worker."""
+        """In the pool: decode to pixels, then queue them for the worker."""
         try:
             inputs.extend(prepare())
         except BaseException as exc:

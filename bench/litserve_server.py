@@ -32,7 +32,8 @@ class FashionAPI(ls.LitAPI):
         self.predictor = Predictor.load(self.model_path, device="cpu")
 
     def decode_request(self, request):  # type: ignore[no-untyped-def]  # a multipart form
-        return self.predictor.preprocess(request["file"].file.read()).tensor
+        # uint8 pixels, normalised once per batch in predict(): the same split as ours.
+        return self.predictor.decode(request["file"].file.read()).tensor
 
     def batch(self, inputs: list[torch.Tensor]) -> torch.Tensor:
         return torch.stack(inputs)

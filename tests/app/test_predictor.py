@@ -62,6 +62,25 @@ def test_a_28x28_png_becomes_exactly_the_offline_tensor(predictor: Predictor) ->
     assert not item.inverted
 
 
+def test_decode_gives_the_raw_pixels_and_predict_batch_normalises_them_once_per_batch(
+    predictor: Predictor,
+) -> None:
+    rng = np.random.default_rng(1)
+    images = [rng.integers(0, 256, (28, 28), dtype=np.uint8) for _ in range(4)]
+    for pixels in images:
+        pixels[[0, -1], :], pixels[:, [0, -1]] = 0, 0
+    decoded = [predictor.decode(encode(pixels)) for pixels in images]
+    for item, pixels in zip(decoded, images, strict=True):
+        assert item.tensor.dtype == torch.uint8
+        assert torch.equal(item.tensor, torch.from_numpy(pixels).unsqueeze(0))
+    # The batcher's path (uint8 in, normalised on the inference thread) and the one-at-a-time
+    # path (normalised floats in) give the same probabilities.
+    from_pixels = predictor.predict_batch([item.tensor for item in decoded])
+    from_floats = predictor.predict_batch([predictor.preprocess(encode(p)).tensor for p in images])
+    for a, b in zip(from_pixels, from_floats, strict=True):
+        torch.testing.assert_close(a, b, atol=0, rtol=0)
+
+
 def test_predict_batch_gives_one_probability_vector_per_item_in_order(predictor: Predictor) -> None:
     tensors = [torch.randn(1, 28, 28) for _ in range(5)]
     probabilities = predictor.predict_batch(tensors)
