@@ -25,6 +25,7 @@ VARIANTS: dict[str, list[str]] = {
     "no horizontal flip": ["--hflip", "0"],
     "+ random erasing 0.25": ["--random-erasing", "0.25"],
     "+ label smoothing 0.1": ["--label-smoothing", "0.1"],
+    "+ erasing 0.25 and smoothing 0.1": ["--random-erasing", "0.25", "--label-smoothing", "0.1"],
     "+ erasing 0.25, smoothing 0.1, dropout 0.2 (the first recipe)": [
         "--random-erasing",
         "0.25",

@@ -90,7 +90,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     opt.add_argument("--no-nesterov", dest="nesterov", action="store_false")
     opt.add_argument("--weight-decay", type=float, default=5e-4)
     opt.add_argument("--lr-scheduler", default="onecycle", choices=["onecycle", "cosine", "none"])
-    opt.add_argument("--label-smoothing", type=float, default=0.0)
+    opt.add_argument("--label-smoothing", type=float, default=0.1)
     opt.add_argument(
         "--ema-decay", type=float, default=0.999, help="weight averaging per step; 0 turns it off"
     )
@@ -98,7 +98,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     aug = parser.add_argument_group("augmentation")
     aug.add_argument("--random-shift", type=int, default=2, help="max shift in pixels")
     aug.add_argument("--hflip", type=float, default=0.5, help="probability of a mirror image")
-    aug.add_argument("--random-erasing", type=float, default=0.0, help="probability per image")
+    aug.add_argument("--random-erasing", type=float, default=0.25, help="probability per image")
     aug.add_argument(
         "--no-normalize",
         dest="normalize",
