@@ -31,7 +31,8 @@ def test_the_shipped_model_reaches_its_recorded_accuracy_on_the_real_test_set(
     images, labels = load_fashion_mnist(prepare_fashion_mnist(real_data_dir, tmp_path / "cache"), train=False)
     figures = evaluate_checkpoint(loaded, images, labels)  # batch norm folded, as served
     print(f"shipped model: test accuracy {figures['accuracy']:.4f}")
-    # The goal is 0.940 (issue 4, still open); this floor guards what we ship today, 0.9385,
-    # against a regression. Raise it when a better model lands.
-    assert figures["accuracy"] >= 0.938
+    # The goal is 0.940 (issue 4, still open: the shipped model scores 0.9399, one image
+    # short); this floor guards what we ship today against a regression. Raise it when a
+    # better model lands.
+    assert figures["accuracy"] >= 0.9395
     assert figures["accuracy"] == pytest.approx(loaded.metrics["test_accuracy"], abs=0.0005)
