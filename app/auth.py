@@ -11,7 +11,7 @@ import hmac
 
 from fastapi import Depends, HTTPException, Request
 
-from app.dependencies import SettingsDep
+from app.dependencies import NOT_LOADED, ServiceState
 
 UNAUTHORIZED = "missing or invalid API key: send Authorization: Bearer <key> or X-API-Key: <key>"
 
@@ -26,10 +26,15 @@ def _presented_key(authorization: str | None, x_api_key: str | None) -> str | No
     return None
 
 
-async def require_api_key(request: Request, settings: SettingsDep) -> None:
+async def require_api_key(request: Request) -> None:
     """Let the request through when no key is configured or the right one is presented."""
     # Async although it never waits: a plain def would run in the thread pool, a round
-    # trip to another thread on every protected request.
+    # trip to another thread on every protected request. The settings are read from the
+    # app, not through sub-dependencies: each one FastAPI solves costs every request.
+    state: ServiceState = request.app.state.service
+    settings = state.settings
+    if settings is None:
+        raise HTTPException(503, detail=NOT_LOADED)
     if settings.api_key is None:
         return
     # Read from the request itself, not as declared Header parameters: those would add

@@ -71,8 +71,27 @@ async def get_metrics(state: Annotated[ServiceState, Depends(get_state)]) -> Met
     return state.metrics
 
 
+@dataclass(frozen=True, slots=True)
+class Serving:
+    """What a prediction needs, from one dependency: each one FastAPI solves costs the
+    event loop time on every request, and the loop is what limits a worker's throughput."""
+
+    predictor: Predictor
+    batcher: Batcher
+    metrics: Metrics
+    settings: Settings
+
+
+async def get_serving(request: Request) -> Serving:
+    state: ServiceState = request.app.state.service
+    if state.batcher is None or state.predictor is None or state.settings is None:
+        raise HTTPException(503, detail=NOT_LOADED)
+    return Serving(state.predictor, state.batcher, state.metrics, state.settings)
+
+
 StateDep = Annotated[ServiceState, Depends(get_state)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 PredictorDep = Annotated[Predictor, Depends(get_predictor)]
 BatcherDep = Annotated[Batcher, Depends(get_batcher)]
 MetricsDep = Annotated[Metrics, Depends(get_metrics)]
+ServingDep = Annotated[Serving, Depends(get_serving)]
