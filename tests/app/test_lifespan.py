@@ -1,5 +1,6 @@
 """Start-up: the model is loaded and announced in one line, or the process stops with one line."""
 
+import gc
 import logging
 import os
 import subprocess
@@ -26,6 +27,20 @@ def test_start_up_logs_one_line_describing_the_model(
     assert lines == [
         f"model ready: device=cpu arch=cnn parameters=438 version={version} test_accuracy=0.1000"
     ]
+
+
+def test_what_start_up_loaded_is_frozen_out_of_the_collector_while_serving_and_thawed_after(
+    settings: Settings,
+) -> None:
+    gc.unfreeze()
+    with TestClient(create_app(settings)) as client:
+        assert client.get("/health").status_code == 200
+        # The model's own tensors are among the frozen objects the collector now skips.
+        predictor = client.app.state.service.predictor  # type: ignore[attr-defined]
+        assert gc.get_freeze_count() > 1000
+        assert gc.is_tracked(predictor)
+        assert id(predictor) not in {id(o) for o in gc.get_objects()}  # frozen: out of every generation
+    assert gc.get_freeze_count() == 0
 
 
 def bad_checkpoints(tmp_path: Path) -> dict[str, tuple[Path, str]]:
