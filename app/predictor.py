@@ -14,9 +14,7 @@ image on the decoding threads, where every one of them holds the GIL the event l
 
 from __future__ import annotations
 
-import logging
 import os
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -37,9 +35,6 @@ from models.preprocessing import (
     pixels_to_tensor,
     to_model_image,
 )
-
-
-logger = logging.getLogger(__name__)
 
 
 class DeviceError(RuntimeError):
@@ -83,43 +78,6 @@ class ModelInput(Preprocessed):
     image: Image.Image | None = None
 
 
-class PixelsToProbabilities(torch.nn.Module):
-    """What a batch goes through on the inference thread, as one module: uint8 pixels in,
-    normalisation, channels-last layout, the network, softmax, probabilities out."""
-
-    def __init__(self, model: torch.nn.Module, mean: float, std: float) -> None:
-        super().__init__()
-        self.model, self.mean, self.std = model, mean, std
-
-    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
-        x = to_channels_last(normalize(pixels, (self.mean,), (self.std,)))
-        return self.model(x).float().softmax(dim=1)
-
-
-def trace_for_serving(graph: PixelsToProbabilities, device: torch.device) -> torch.nn.Module:
-    """The serving graph as frozen TorchScript, which runs without the GIL.
-
-    Called from Python, an eager model takes the GIL back after each of its operators
-    (about 25 here, with normalisation and softmax); in a server whose event loop and
-    decoding threads hold the GIL most of the time, every one of those handovers waits.
-    Measured here beside one busy Python thread, the network alone took 23.6 ms eager and
-    10.5 ms traced for a batch of 16 (6.8 ms with the machine to itself). A TorchScript
-    module runs its whole graph in C++ and takes the GIL once. The outputs are the same
-    (the test suite compares them). ``torch.jit`` warns that it is deprecated in favour of
-    ``torch.compile``/``torch.export``, which need a C++ compiler at start-up or run a Python
-    wrapper per call; until one of them does this as simply, the warning is silenced here,
-    and a model that cannot be traced is served eagerly.
-    """
-    example = torch.zeros(2, 1, INPUT_SIZE, INPUT_SIZE, dtype=torch.uint8, device=device)
-    try:
-        with torch.no_grad(), warnings.catch_warnings():
-            warnings.simplefilter("ignore", FutureWarning)
-            return torch.jit.freeze(torch.jit.trace(graph.eval(), example))
-    except Exception as exc:  # an architecture tracing cannot follow: serve it eagerly
-        logger.warning("serving the model eagerly: TorchScript tracing failed (%s)", exc)
-        return graph
-
-
 def resolve_device(name: str) -> torch.device:
     """``auto`` is CUDA when present, else the CPU; an explicit GPU must exist."""
     if name == "auto":
@@ -153,10 +111,6 @@ class Predictor:
         # Eval mode, batch norm folded into the convs, channels-last weights: the same
         # function as trained, about twice the throughput on the CPU.
         self.model = prepare_for_inference(loaded.model).to(device)
-        # The batcher's path, uint8 pixels to probabilities, traced so that a forward pass
-        # does not queue for the GIL between its operators.
-        mean, std = float(spec.mean[0]), float(spec.std[0])
-        self.pixels_to_probabilities = trace_for_serving(PixelsToProbabilities(self.model, mean, std), device)
         self._warm_up()
 
     @classmethod
@@ -177,8 +131,7 @@ class Predictor:
         # The first call pays for lazy initialisation (kernels, allocator); do it before
         # serving, and check on the way that the outputs match the class list.
         try:
-            probs = self.predict(torch.zeros(1, 1, INPUT_SIZE, INPUT_SIZE, dtype=torch.uint8))
-            self.predict(torch.zeros(1, 1, INPUT_SIZE, INPUT_SIZE))  # and the eager path
+            probs = self.predict(torch.zeros(1, 1, INPUT_SIZE, INPUT_SIZE))
         except RuntimeError as exc:
             first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
             raise CheckpointError(f"{self.loaded.path}: warm-up inference failed ({first})") from None
@@ -209,11 +162,11 @@ class Predictor:
 
     @torch.inference_mode()
     def predict(self, batch: torch.Tensor) -> torch.Tensor:
-        """N x 1 x 28 x 28 inputs (uint8 pixels, or normalised) to N x classes probabilities, on the CPU."""
-        batch = batch.to(self.device, non_blocking=True)
+        """N x 1 x 28 x 28 inputs (normalised, or uint8 pixels) to N x classes probabilities, on the CPU."""
         if batch.dtype == torch.uint8:
-            return self.pixels_to_probabilities(batch).cpu()
-        return self.model(to_channels_last(batch)).float().softmax(dim=1).cpu()
+            batch = self.normalize(batch)
+        logits = self.model(to_channels_last(batch.to(self.device, non_blocking=True)))
+        return logits.float().softmax(dim=1).cpu()
 
     def predict_batch(self, tensors: Sequence[torch.Tensor]) -> list[torch.Tensor]:
         """Per-item probabilities for 1x28x28 tensors (all uint8 pixels, or all normalised), in one pass."""

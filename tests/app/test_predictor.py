@@ -81,34 +81,6 @@ def test_decode_gives_the_raw_pixels_and_predict_batch_normalises_them_once_per_
         torch.testing.assert_close(a, b, atol=0, rtol=0)
 
 
-def test_the_batchers_path_runs_as_one_traced_graph_with_the_eager_models_outputs(
-    trained_checkpoint: Path,
-) -> None:
-    predictor = Predictor.load(trained_checkpoint, device="cpu")
-    assert isinstance(predictor.pixels_to_probabilities, torch.jit.ScriptModule)
-    spec = predictor.loaded.input_spec
-    for n in (1, 7, 32):
-        pixels = torch.randint(0, 256, (n, 1, 28, 28), dtype=torch.uint8)
-        with torch.inference_mode():
-            eager = predictor.model(normalize(pixels, spec.mean, spec.std)).softmax(1)
-        torch.testing.assert_close(predictor.predict(pixels), eager, atol=1e-6, rtol=1e-5)
-
-
-def test_a_model_that_cannot_be_traced_is_served_eagerly(
-    trained_checkpoint: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
-) -> None:
-    def refuse(*args: object, **kwargs: object) -> None:
-        raise RuntimeError("cannot trace this")
-
-    monkeypatch.setattr(torch.jit, "trace", refuse)
-    with caplog.at_level("WARNING", logger="app.predictor"):
-        predictor = Predictor.load(trained_checkpoint, device="cpu")
-    assert not isinstance(predictor.pixels_to_probabilities, torch.jit.ScriptModule)
-    assert "TorchScript tracing failed (cannot trace this)" in caplog.text
-    pixels = torch.randint(0, 256, (3, 1, 28, 28), dtype=torch.uint8)
-    assert predictor.predict(pixels).shape == (3, 10)
-
-
 def test_predict_batch_gives_one_probability_vector_per_item_in_order(predictor: Predictor) -> None:
     tensors = [torch.randn(1, 28, 28) for _ in range(5)]
     probabilities = predictor.predict_batch(tensors)
