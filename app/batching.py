@@ -2,7 +2,8 @@
 
     event loop        admit (or 503) ─> await the answer (or 504 after the timeout)
     thread pool       decode to 28x28 uint8 pixels ─> queue
-    inference thread  take what is queued ─> Predictor.predict_batch (normalise, forward) ─> answer each request
+    inference thread  take what is queued ─> Predictor.predict_batch (normalise, forward) ─> answer
+                      each request
 
 A batch closes when it holds ``max_batch_size`` images, or ``max_wait_s`` after its first
 image was queued. The worker waits for company only while other requests are known to be
