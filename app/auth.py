@@ -11,7 +11,7 @@ import hmac
 
 from fastapi import Depends, HTTPException, Request
 
-from app.dependencies import NOT_LOADED, ServiceState
+from app.dependencies import loaded_settings, service_state
 
 UNAUTHORIZED = "missing or invalid API key: send Authorization: Bearer <key> or X-API-Key: <key>"
 
@@ -31,10 +31,7 @@ async def require_api_key(request: Request) -> None:
     # Async although it never waits: a plain def would run in the thread pool, a round
     # trip to another thread on every protected request. The settings are read from the
     # app, not through sub-dependencies: each one FastAPI solves costs every request.
-    state: ServiceState = request.app.state.service
-    settings = state.settings
-    if settings is None:
-        raise HTTPException(503, detail=NOT_LOADED)
+    settings = loaded_settings(service_state(request))
     if settings.api_key is None:
         return
     # Read from the request itself, not as declared Header parameters: those would add

@@ -42,29 +42,29 @@ class ServiceState:
         return () if self.settings is None else self.settings.cors_origins
 
 
-# The dependencies are async although they never wait: FastAPI runs a plain ``def``
-# dependency in its thread pool, a round trip to another thread per dependency per request.
-async def get_state(request: Request) -> ServiceState:
+def service_state(request: Request) -> ServiceState:
+    """The state the lifespan fills in, held on the app."""
     state: ServiceState = request.app.state.service
     return state
 
 
-async def get_settings(state: Annotated[ServiceState, Depends(get_state)]) -> Settings:
+def loaded_settings(state: ServiceState) -> Settings:
+    """The settings once the lifespan has read them; before that, a 503."""
     if state.settings is None:
         raise HTTPException(503, detail=NOT_LOADED)
     return state.settings
+
+
+# The dependencies are async although they never wait: FastAPI runs a plain ``def``
+# dependency in its thread pool, a round trip to another thread per dependency per request.
+async def get_state(request: Request) -> ServiceState:
+    return service_state(request)
 
 
 async def get_predictor(state: Annotated[ServiceState, Depends(get_state)]) -> Predictor:
     if state.predictor is None:
         raise HTTPException(503, detail=NOT_LOADED)
     return state.predictor
-
-
-async def get_batcher(state: Annotated[ServiceState, Depends(get_state)]) -> Batcher:
-    if state.batcher is None:
-        raise HTTPException(503, detail=NOT_LOADED)
-    return state.batcher
 
 
 async def get_metrics(state: Annotated[ServiceState, Depends(get_state)]) -> Metrics:
@@ -83,15 +83,13 @@ class Serving:
 
 
 async def get_serving(request: Request) -> Serving:
-    state: ServiceState = request.app.state.service
-    if state.batcher is None or state.predictor is None or state.settings is None:
+    state = service_state(request)
+    if state.batcher is None or state.predictor is None:
         raise HTTPException(503, detail=NOT_LOADED)
-    return Serving(state.predictor, state.batcher, state.metrics, state.settings)
+    return Serving(state.predictor, state.batcher, state.metrics, loaded_settings(state))
 
 
 StateDep = Annotated[ServiceState, Depends(get_state)]
-SettingsDep = Annotated[Settings, Depends(get_settings)]
 PredictorDep = Annotated[Predictor, Depends(get_predictor)]
-BatcherDep = Annotated[Batcher, Depends(get_batcher)]
 MetricsDep = Annotated[Metrics, Depends(get_metrics)]
 ServingDep = Annotated[Serving, Depends(get_serving)]
