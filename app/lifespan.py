@@ -73,7 +73,10 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         configure_threads(state.settings.torch_threads)
         # Blocking on purpose: nothing is served until the model is ready.
         predictor = Predictor.load(
-            state.settings.model_path, state.settings.device, state.settings.max_image_pixels
+            state.settings.model_path,
+            state.settings.device,
+            state.settings.max_image_pixels,
+            state.settings.flip_average,
         )
     except (SettingsError, CheckpointError, DeviceError) as exc:
         state.status = "error"

@@ -36,7 +36,9 @@ def main(argv: list[str] | None = None) -> int:
     overrides = {k: v for k, v in {"model_path": args.model, "device": args.device}.items() if v is not None}
     try:
         settings = load_settings(**overrides)
-        predictor = Predictor.load(settings.model_path, settings.device, settings.max_image_pixels)
+        predictor = Predictor.load(
+            settings.model_path, settings.device, settings.max_image_pixels, settings.flip_average
+        )
     except (SettingsError, CheckpointError, DeviceError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -23,7 +23,7 @@ import torch
 from PIL import Image
 
 from models.checkpoint import CheckpointError, LoadedModel, load_checkpoint
-from models.networks import prepare_for_inference, to_channels_last
+from models.networks import class_probabilities, prepare_for_inference
 from models.preprocessing import (
     DEFAULT_MAX_PIXELS,
     INPUT_SIZE,
@@ -94,7 +94,13 @@ def resolve_device(name: str) -> torch.device:
 class Predictor:
     """A loaded, warmed-up classifier. Thread-safe: inference only reads the weights."""
 
-    def __init__(self, loaded: LoadedModel, device: torch.device, max_image_pixels: int) -> None:
+    def __init__(
+        self,
+        loaded: LoadedModel,
+        device: torch.device,
+        max_image_pixels: int,
+        flip_average: bool | None = None,
+    ) -> None:
         spec = loaded.input_spec
         # The shared preprocessing produces 1x28x28; anything else cannot be fed.
         if (spec.channels, spec.height, spec.width) != (1, INPUT_SIZE, INPUT_SIZE):
@@ -108,6 +114,9 @@ class Predictor:
         self.classes = list(loaded.classes)
         # Counted before fusing, which changes the count but not what the network learned.
         self.num_parameters = loaded.num_parameters
+        # The checkpoint says whether its metrics were measured averaging each image with
+        # its mirror; an operator may override it (half the compute, less accuracy).
+        self.flip_average = loaded.flip_average if flip_average is None else flip_average
         # Eval mode, batch norm folded into the convs, channels-last weights: the same
         # function as trained, about twice the throughput on the CPU.
         self.model = prepare_for_inference(loaded.model).to(device)
@@ -119,9 +128,13 @@ class Predictor:
         path: str | os.PathLike[str],
         device: str = "auto",
         max_image_pixels: int = DEFAULT_MAX_PIXELS,
+        flip_average: bool | None = None,
     ) -> Predictor:
-        """Load a checkpoint (weights_only), move it to the device, eval, fuse, warm up."""
-        return cls(load_checkpoint(Path(path)), resolve_device(device), max_image_pixels)
+        """Load a checkpoint (weights_only), move it to the device, eval, fuse, warm up.
+
+        ``flip_average`` None follows the checkpoint.
+        """
+        return cls(load_checkpoint(Path(path)), resolve_device(device), max_image_pixels, flip_average)
 
     @property
     def version(self) -> str:
@@ -165,8 +178,8 @@ class Predictor:
         """N x 1 x 28 x 28 inputs (normalised, or uint8 pixels) to N x classes probabilities, on the CPU."""
         if batch.dtype == torch.uint8:
             batch = self.normalize(batch)
-        logits = self.model(to_channels_last(batch.to(self.device, non_blocking=True)))
-        return logits.float().softmax(dim=1).cpu()
+        batch = batch.to(self.device, non_blocking=True)
+        return class_probabilities(self.model, batch, self.flip_average).cpu()
 
     def predict_batch(self, tensors: Sequence[torch.Tensor]) -> list[torch.Tensor]:
         """Per-item probabilities for 1x28x28 tensors (all uint8 pixels, or all normalised), in one pass."""

@@ -52,6 +52,11 @@ class Settings(BaseSettings):
     # Far more than a 28x28 classifier needs, yet it bounds the memory one upload can take
     # (a 16 MP RGB image decodes to 48 MB), which is what stops decompression bombs.
     max_image_pixels: int = Field(16_000_000, ge=1, description="largest image, in pixels (width x height)")
+    flip_average: bool | None = Field(
+        None,
+        description="average each image's probabilities with its mirror image's "
+        "(unset: as the checkpoint says; false halves the compute and loses some accuracy)",
+    )
     max_batch_files: int = Field(64, ge=1, description="most files in one /predict/batch request")
     # Dynamic batching (app/batching.py). 32 images of 28x28 make a forward pass that
     # amortises the per-call overhead without making the batch's last image wait long.

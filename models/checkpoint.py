@@ -7,6 +7,7 @@ A checkpoint is a plain dict (loadable with ``weights_only=True``)::
     state_dict                  the weights
     classes                     class names in index order
     input                       {"height", "width", "channels", "mean", "std"}
+    inference (optional)        {"flip_average": bool}: how to use the network; absent = plain
     metrics                     test/validation figures recorded by training
     train_args                  the training command's arguments
     torch_version, created_at   provenance
@@ -106,6 +107,9 @@ class LoadedModel:
     torch_version: str | None = None
     created_at: str | None = None
     format_version: int | None = None  # None for a bare state dict
+    # Average each image's probabilities with its mirror image's: the recorded metrics
+    # were measured that way, so the server predicts that way unless told otherwise.
+    flip_average: bool = False
 
     @property
     def version(self) -> str:
@@ -126,6 +130,7 @@ def make_checkpoint(
     metrics: dict[str, Any] | None = None,
     train_args: dict[str, Any] | None = None,
     training_state: dict[str, Any] | None = None,
+    flip_average: bool = False,
 ) -> dict[str, Any]:
     """Assemble a checkpoint dict in the current format."""
     checkpoint: dict[str, Any] = {
@@ -136,6 +141,7 @@ def make_checkpoint(
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         "classes": list(classes),
         "input": input_spec.to_dict(),
+        "inference": {"flip_average": bool(flip_average)},
         "metrics": metrics or {},
         "train_args": train_args or {},
         "torch_version": str(torch.__version__),
@@ -261,7 +267,11 @@ def load_checkpoint(path: str | os.PathLike[str]) -> LoadedModel:
         classes = [str(c) for c in obj["classes"]]
         input_spec = InputSpec.from_dict(obj["input"])
         state_dict = obj["state_dict"]
-    except (KeyError, TypeError, ValueError) as exc:
+        inference = obj.get("inference") or {}
+        flip_average = inference.get("flip_average", False)
+        if not isinstance(flip_average, bool):
+            raise ValueError(f"inference.flip_average is {flip_average!r}, not true or false")
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise CheckpointError(f"{path}: checkpoint is missing or has a bad field ({exc})") from None
     model = _build(path, arch, model_args, state_dict)
     return LoadedModel(
@@ -277,4 +287,5 @@ def load_checkpoint(path: str | os.PathLike[str]) -> LoadedModel:
         torch_version=obj.get("torch_version"),
         created_at=obj.get("created_at"),
         format_version=version,
+        flip_average=flip_average,
     )

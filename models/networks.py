@@ -126,6 +126,21 @@ def to_channels_last(x: torch.Tensor) -> torch.Tensor:
     return x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x
 
 
+def class_probabilities(model: nn.Module, x: torch.Tensor, flip_average: bool = False) -> torch.Tensor:
+    """Softmax over the classes for a normalised N x C x H x W batch, as float32.
+
+    With ``flip_average``, each image's probabilities are the mean of its own and its
+    mirror image's (test-time augmentation): both go through one forward pass of 2N, so
+    the result for an image never depends on what else is in the batch. It pays for
+    networks trained with mirrored images (``--hflip``).
+    """
+    n = x.shape[0]
+    if flip_average:
+        x = torch.cat([x, x.flip(-1)])
+    probs = model(to_channels_last(x)).float().softmax(dim=1)
+    return probs[:n].add(probs[n:]).div_(2) if flip_average else probs
+
+
 def count_parameters(model: nn.Module) -> int:
     """Number of parameters (weights and biases, not buffers)."""
     return sum(p.numel() for p in model.parameters())

@@ -39,7 +39,9 @@ def get_args_parser() -> argparse.ArgumentParser:
 def evaluate_checkpoint(loaded: LoadedModel, images: torch.Tensor, labels: torch.Tensor) -> dict[str, Any]:
     """Accuracy, loss, per-class accuracy and predictions, as the server would compute them."""
     model = prepare_for_inference(loaded.model)  # what the server runs; the logits agree to rounding
-    result = evaluate(model, images, labels, loaded.input_spec, 1000, torch.device("cpu"))
+    result = evaluate(
+        model, images, labels, loaded.input_spec, 1000, torch.device("cpu"), flip_average=loaded.flip_average
+    )
     matrix = report.confusion_matrix(labels, result["predictions"], len(loaded.classes))
     return {
         "model": str(loaded.path),

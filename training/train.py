@@ -20,6 +20,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 from torch.optim.swa_utils import AveragedModel
 from tqdm import tqdm
 
@@ -29,7 +30,7 @@ from models.checkpoint import (
     read_checkpoint,
     save_checkpoint,
 )
-from models.networks import build_model, count_parameters
+from models.networks import build_model, class_probabilities, count_parameters
 from models.preprocessing import normalize
 from training import report
 from training.augment import random_erasing, random_hflip, random_shift
@@ -150,10 +151,13 @@ def evaluate(
     batch_size: int,
     device: torch.device,
     max_batches: int | None = None,
+    flip_average: bool = False,
 ) -> dict[str, Any]:
-    """Loss, accuracy and the predictions of ``model`` on a uint8 image tensor."""
+    """Loss, accuracy and the predictions of ``model`` on a uint8 image tensor.
+
+    ``flip_average`` as the server predicts (``models.networks.class_probabilities``).
+    """
     model.eval()
-    criterion = nn.CrossEntropyLoss(reduction="sum")
     loss, predictions = 0.0, []
     chunks = list(zip(images.split(batch_size), labels.split(batch_size), strict=True))
     if max_batches is not None:
@@ -161,10 +165,10 @@ def evaluate(
     seen = 0
     for x, y in chunks:
         x = normalize(x.to(device).unsqueeze(1), input_spec.mean, input_spec.std)
-        logits = model(x.contiguous(memory_format=torch.channels_last))
+        probs = class_probabilities(model, x, flip_average)
         y = y.to(device)
-        loss += criterion(logits, y).item()
-        predictions.append(logits.argmax(1).cpu())
+        loss += F.nll_loss(probs.clamp_min(1e-12).log(), y, reduction="sum").item()
+        predictions.append(probs.argmax(1).cpu())
         seen += len(y)
     predicted = torch.cat(predictions) if predictions else torch.empty(0, dtype=torch.int64)
     correct = int((predicted == labels[:seen]).sum())
@@ -191,6 +195,8 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
         args = argparse.Namespace(**{**defaults, **saved["train_args"], **kept})
     if args.dry_run:
         args.epochs = 1
+    if args.flip_average is None:
+        args.flip_average = args.hflip > 0  # written out, like model_args
     world, device = init_distributed(select_device(args.device))
     if not world.is_main:
         logger.setLevel(logging.WARNING)  # one voice: rank 0 logs
@@ -304,7 +310,14 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
             }
             if len(val_images):
                 val = evaluate(
-                    eval_model, val_images, val_labels, input_spec, args.eval_batch_size, device, limit
+                    eval_model,
+                    val_images,
+                    val_labels,
+                    input_spec,
+                    args.eval_batch_size,
+                    device,
+                    limit,
+                    args.flip_average,
                 )
                 record.update(val_loss=val["loss"], val_accuracy=val["accuracy"])
                 if val["accuracy"] > best["accuracy"]:
@@ -376,7 +389,9 @@ def finish_run(
         test, split_name = validation, "validation"
         logger.warning("no test set used: the final report is on the validation split")
     limit = 2 if args.dry_run else None
-    result = evaluate(eval_model, test[0], test[1], input_spec, args.eval_batch_size, device, limit)
+    result = evaluate(
+        eval_model, test[0], test[1], input_spec, args.eval_batch_size, device, limit, args.flip_average
+    )
     matrix = report.confusion_matrix(test[1][: result["count"]], result["predictions"], len(classes))
     metrics = {
         "test_accuracy": result["accuracy"],
@@ -403,7 +418,9 @@ def finish_run(
     # The shipped checkpoint carries the selected (averaged) weights and no optimizer state.
     final = build_model(args.arch, **model_args)
     final.load_state_dict(eval_model.state_dict())
-    checkpoint = make_checkpoint(final, args.arch, model_args, classes, input_spec, metrics, vars(args))
+    checkpoint = make_checkpoint(
+        final, args.arch, model_args, classes, input_spec, metrics, vars(args), flip_average=args.flip_average
+    )
     save_checkpoint(checkpoint, output)
     report.write_report(output, metrics, matrix, classes, history, f"{args.arch}, {split_name} set")
     logger.info("wrote %s and its metrics and plots", output)
