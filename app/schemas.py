@@ -158,6 +158,10 @@ class ModelInfoResponse(BaseModel):
     train_args: dict[str, Any] = Field(description="the training command's arguments; paths shortened")
     created_at: str | None = Field(description="when training wrote the file (UTC)")
     format_version: int | None = Field(description="checkpoint layout version; null for a bare state dict")
+    flip_average: bool = Field(
+        description="whether each image is predicted as the mean of it and its mirror image, as the "
+        "checkpoint asks unless FASHION_FLIP_AVERAGE overrides it"
+    )
     device: str
 
     model_config = _example(
@@ -173,6 +177,7 @@ class ModelInfoResponse(BaseModel):
             "train_args": {"arch": "cnn", "epochs": 30, "lr": 0.1, "data_dir": "fashion-mnist"},
             "created_at": "2026-11-27T01:30:00+00:00",
             "format_version": 1,
+            "flip_average": True,
             "device": "cpu",
         }
     )

@@ -46,18 +46,25 @@ def machine_info() -> dict[str, Any]:
 
 
 def offline_speed(model_path: str) -> dict[str, Any]:
-    """Images/s of the served (fused, channels-last) model on one thread and on all cores, and its FLOPs."""
+    """Images/s of the served prediction on one thread and on all cores, and its FLOPs per image.
+
+    Served: batch norm folded, channels-last and, when the checkpoint asks for it, each
+    image averaged with its mirror (two forward images per image).
+    """
     import torch
 
     from app.predictor import Predictor
-    from bench.model_speed import conv_macs, measure
+    from bench.model_speed import FlipAveraged, conv_macs, measure
     from models.checkpoint import load_checkpoint
 
-    macs = conv_macs(load_checkpoint(model_path).model.eval())
-    result: dict[str, Any] = {"macs": macs, "flops": 2 * macs}
+    loaded = load_checkpoint(model_path)
+    passes = 2 if loaded.flip_average else 1
+    macs = passes * conv_macs(loaded.model.eval())
+    result: dict[str, Any] = {"macs": macs, "flops": 2 * macs, "flip_average": loaded.flip_average}
     for threads in (1, os.cpu_count() or 1):
         torch.set_num_threads(threads)
-        model = Predictor.load(model_path, device="cpu").model
+        predictor = Predictor.load(model_path, device="cpu")
+        model = FlipAveraged(predictor.model) if predictor.flip_average else predictor.model
         speeds = {batch: measure(model, batch, 2.0, channels_last=True)[1] for batch in (1, 32, 256)}
         a = torch.randn(1024, 1024)
         best = min(_timed(lambda a=a: torch.mm(a, a)) for _ in range(20))  # type: ignore[misc]

@@ -4,8 +4,9 @@
 
 Reports the median latency at batch 1 and images/s at batch 1, 32 and 256, for the model
 as trained, with batch norm folded into the convolutions, and folded with channels-last
-weights and inputs (what the server runs), with the tutorial's MLP as the baseline
-measured in the same run.
+weights and inputs, and, for a checkpoint that asks for it, that plus flip averaging (each
+image and its mirror in one pass of twice the batch; what the server runs), with the
+tutorial's MLP as the baseline measured in the same run.
 """
 
 from __future__ import annotations
@@ -19,7 +20,25 @@ import torch
 from torch import nn
 
 from models.checkpoint import load_checkpoint
-from models.networks import CNN, build_model, count_parameters, prepare_for_inference, to_channels_last
+from models.networks import (
+    CNN,
+    build_model,
+    class_probabilities,
+    count_parameters,
+    prepare_for_inference,
+    to_channels_last,
+)
+
+
+class FlipAveraged(nn.Module):
+    """The served prediction of a flip-averaging checkpoint, as one module to time."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return class_probabilities(self.model, x, flip_average=True)
 
 
 def conv_macs(model: nn.Module) -> int:
@@ -76,7 +95,12 @@ def main() -> None:
     if isinstance(fused, CNN):
         variants[f"{loaded.arch}, batch norm folded"] = (fused.fuse_for_inference(), False)
     served = prepare_for_inference(load_checkpoint(args.model).model)
-    variants[f"{loaded.arch}, folded, channels-last (served)"] = (served, True)
+    if loaded.flip_average:
+        variants[f"{loaded.arch}, folded, channels-last"] = (served, True)
+        name = f"{loaded.arch}, folded, channels-last, flip-averaged (served)"
+        variants[name] = (FlipAveraged(served), True)
+    else:
+        variants[f"{loaded.arch}, folded, channels-last (served)"] = (served, True)
     print(f"machine: {platform.processor() or platform.machine()}, torch {torch.__version__}, 1 thread")
     macs = conv_macs(loaded.model) / 1e6
     print(f"{loaded.path}: {count_parameters(loaded.model)} parameters, {macs:.1f}M multiply-adds per image")

@@ -219,11 +219,15 @@ def _offline_section(offline: dict[str, Any]) -> list[str]:
     cores = offline.get(f"threads_{os.cpu_count()}", one)
     ceiling = one["matmul_gflops"] * 1e9 / offline["flops"]  # images/s at matmul speed
     best = max(one["images_per_s"].values())
+    flip = offline.get("flip_average", False)
+    served = "batch norm folded, channels-last" + (", each image averaged with its mirror" if flip else "")
+    per_image = " (two forward images: the image and its mirror)" if flip else ""
     lines = [
         "",
-        "## Offline inference (the served model: batch norm folded, channels-last)",
+        f"## Offline inference (the served model: {served})",
         "",
-        f"{offline['macs'] / 1e6:.1f}M multiply-adds, so {offline['flops'] / 1e6:.1f} MFLOPs per image.",
+        f"{offline['macs'] / 1e6:.1f}M multiply-adds, so {offline['flops'] / 1e6:.1f} MFLOPs per image"
+        f"{per_image}.",
         f"One core multiplies 1024x1024 matrices at {one['matmul_gflops']:.0f} GFLOP/s, so no implementation",
         f"of this model can take less than {1e3 / ceiling:.2f} ms of one core per image ({ceiling:,.0f}",
         f"images/s). The best measured below on one thread, {best:,.0f} images/s, reaches",

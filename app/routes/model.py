@@ -71,5 +71,6 @@ async def read_model(predictor: PredictorDep) -> ModelInfoResponse:
         train_args=public_train_args(loaded.train_args),
         created_at=loaded.created_at,
         format_version=loaded.format_version,
+        flip_average=predictor.flip_average,
         device=str(predictor.device),
     )

@@ -92,6 +92,29 @@ def test_predict_batch_gives_one_probability_vector_per_item_in_order(predictor:
     assert predictor.predict_batch([]) == []
 
 
+def test_the_predictor_follows_the_checkpoints_flip_average_unless_told_otherwise(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = build_model("cnn", **TINY_CNN_ARGS)
+    path = tmp_path / "flip.pth"
+    classes, spec = FASHION_MNIST_CLASSES, InputSpec()
+    save_checkpoint(make_checkpoint(model, "cnn", TINY_CNN_ARGS, classes, spec, flip_average=True), path)
+    x = torch.randint(0, 256, (3, 1, 28, 28), dtype=torch.uint8)
+    following = Predictor.load(path, device="cpu")
+    plain = Predictor.load(path, device="cpu", flip_average=False)
+    assert following.flip_average is True and plain.flip_average is False
+    mirrored = plain.predict(x.flip(-1))
+    torch.testing.assert_close(following.predict(x), (plain.predict(x) + mirrored) / 2)
+    assert Predictor.load(path, device="cpu", flip_average=None).flip_average is True
+
+
+def test_a_checkpoint_without_flip_average_predicts_plainly_unless_asked(tiny_checkpoint: Path) -> None:
+    x = torch.randint(0, 256, (2, 1, 28, 28), dtype=torch.uint8)
+    plain = Predictor.load(tiny_checkpoint, device="cpu")
+    asked = Predictor.load(tiny_checkpoint, device="cpu", flip_average=True)
+    assert plain.flip_average is False
+    torch.testing.assert_close(asked.predict(x), (plain.predict(x) + plain.predict(x.flip(-1))) / 2)
+
+
 def test_postprocess_lists_the_top_k_best_first_and_never_more_than_the_classes(predictor: Predictor) -> None:
     probs = torch.tensor([0.1, 0.3, 0.02, 0.2, 0.04, 0.05, 0.06, 0.07, 0.08, 0.08])
     top = predictor.postprocess(probs, 3)

@@ -15,6 +15,7 @@ def test_defaults_serve_the_shipped_model_with_the_documented_limits() -> None:
     assert settings.max_image_pixels == 16_000_000
     assert settings.max_batch_files == 64
     assert settings.log_level == "info"
+    assert settings.flip_average is None  # as the checkpoint says
 
 
 def test_every_field_is_read_from_one_environment_prefix(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -24,6 +25,7 @@ def test_every_field_is_read_from_one_environment_prefix(monkeypatch: pytest.Mon
     monkeypatch.setenv("FASHION_MAX_IMAGE_PIXELS", "2000")
     monkeypatch.setenv("FASHION_MAX_BATCH_FILES", "3")
     monkeypatch.setenv("FASHION_LOG_LEVEL", "DEBUG")
+    monkeypatch.setenv("FASHION_FLIP_AVERAGE", "false")
     settings = load_settings()
     assert settings == Settings(
         model_path=Path("/srv/model.pth"),
@@ -32,6 +34,7 @@ def test_every_field_is_read_from_one_environment_prefix(monkeypatch: pytest.Mon
         max_image_pixels=2000,
         max_batch_files=3,
         log_level="debug",
+        flip_average=False,
     )
 
 

@@ -40,6 +40,7 @@ def test_round_trip_rebuilds_the_same_network_and_metadata(tmp_path: Path) -> No
     assert loaded.metrics == metrics
     assert loaded.train_args == {"epochs": 2}
     assert loaded.format_version == FORMAT_VERSION
+    assert loaded.flip_average is False
     assert loaded.torch_version == str(torch.__version__)
     assert len(loaded.version) == 12 and loaded.sha256.startswith(loaded.version)
     assert not loaded.model.training
@@ -184,3 +185,24 @@ def test_a_saved_checkpoint_is_readable_by_others_as_the_umask_allows(tmp_path: 
     finally:
         os.umask(previous)
     assert path.stat().st_mode & 0o777 == 0o644
+
+
+def test_flip_average_is_recorded_and_a_file_written_before_it_existed_reads_as_off(tmp_path: Path) -> None:
+    model = build_model("cnn", **TINY_CNN_ARGS)
+    on = make_checkpoint(model, "cnn", TINY_CNN_ARGS, FASHION_MNIST_CLASSES, InputSpec(), flip_average=True)
+    assert on["inference"] == {"flip_average": True}
+    save_checkpoint(on, tmp_path / "on.pth")
+    assert load_checkpoint(tmp_path / "on.pth").flip_average is True
+    older = make_checkpoint(model, "cnn", TINY_CNN_ARGS, FASHION_MNIST_CLASSES, InputSpec())
+    del older["inference"]
+    save_checkpoint(older, tmp_path / "older.pth")
+    assert load_checkpoint(tmp_path / "older.pth").flip_average is False
+
+
+def test_a_flip_average_that_is_not_a_boolean_is_a_bad_field(tmp_path: Path) -> None:
+    model = build_model("cnn", **TINY_CNN_ARGS)
+    checkpoint = make_checkpoint(model, "cnn", TINY_CNN_ARGS, FASHION_MNIST_CLASSES, InputSpec())
+    checkpoint["inference"] = {"flip_average": "yes"}
+    save_checkpoint(checkpoint, tmp_path / "bad.pth")
+    with pytest.raises(CheckpointError, match=r"bad field.*flip_average"):
+        load_checkpoint(tmp_path / "bad.pth")

@@ -7,6 +7,7 @@ from models.networks import (
     CNN,
     MLP,
     build_model,
+    class_probabilities,
     count_parameters,
     prepare_for_inference,
     to_channels_last,
@@ -97,3 +98,20 @@ def test_the_head_pools_the_last_feature_map_to_the_asked_grid(head_pool: int, f
     linear = model.head[-1]
     assert isinstance(linear, nn.Linear) and linear.in_features == features
     assert model(torch.randn(2, 1, 28, 28)).shape == (2, 10)
+
+
+def test_flip_average_is_the_mean_of_the_image_and_its_mirror_one_image_at_a_time() -> None:
+    torch.manual_seed(0)
+    model = prepare_for_inference(build_model("cnn", widths=(4, 8), pools_after=(0,), head_pool=1))
+    x = torch.randn(5, 1, 28, 28)
+    with torch.no_grad():
+        plain = class_probabilities(model, x)
+        averaged = class_probabilities(model, x, flip_average=True)
+        mirrored = class_probabilities(model, x.flip(-1))
+        alone = torch.cat([class_probabilities(model, x[i : i + 1], flip_average=True) for i in range(5)])
+    torch.testing.assert_close(plain, model(x).softmax(1))
+    torch.testing.assert_close(averaged, (plain + mirrored) / 2)
+    torch.testing.assert_close(averaged.sum(1), torch.ones(5))
+    # Each image's answer is its own: it does not depend on the rest of the batch.
+    torch.testing.assert_close(alone, averaged, atol=1e-6, rtol=1e-5)
+    assert not torch.allclose(averaged, plain)  # a random net is not mirror-symmetric

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from models.checkpoint import FASHION_MNIST_CLASSES, load_checkpoint, read_checkpoint
-from training import train
+from training import evaluate, train
 from training.__main__ import run
 from training.config import PRESETS, parse_args
 
@@ -32,6 +32,9 @@ def test_a_short_run_writes_a_checkpoint_the_server_can_load(fake_data_dir: Path
     assert set(loaded.metrics["per_class_accuracy"]) == set(FASHION_MNIST_CLASSES)
     assert loaded.train_args["epochs"] == 3 and loaded.train_args["arch"] == "cnn"
     assert loaded.input_spec.mean[0] == pytest.approx(0.29, abs=0.05)  # measured on the fake images
+    # Trained with mirror images (--hflip 0.5), so measured, and served, averaging each
+    # image with its mirror.
+    assert loaded.flip_average is True and loaded.train_args["flip_average"] is True
     # Well above the 0.1 of chance after 45 steps: the pipeline really learns.
     assert metrics["test_accuracy"] > 0.3
     raw, _ = read_checkpoint(output)
@@ -116,6 +119,7 @@ def test_quickstart_trains_the_mlp_without_normalisation(fake_data_dir: Path, tm
     loaded = load_checkpoint(output)
     assert loaded.arch == "mlp"
     assert (loaded.input_spec.mean, loaded.input_spec.std) == ((0.0,), (1.0,))
+    assert loaded.flip_average is False  # no mirror images in training, none at test time
     assert metrics["val_accuracy"] is None and metrics["test_split"] == "test"
 
 
@@ -142,3 +146,15 @@ def test_data_errors_end_with_one_line(
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and "train-images-idx3-ubyte.gz: not found" in err
     assert len(err.splitlines()) == 1
+
+
+def test_the_recorded_test_figures_are_what_the_served_model_scores(
+    fake_data_dir: Path, tmp_path: Path
+) -> None:
+    output = tmp_path / "out" / "model.pth"
+    metrics = train.main(parse_args(train_args(fake_data_dir, output, "--epochs", "2", "--lr", "0.2")))
+    argv = ["--model", str(output), "--data-dir", str(fake_data_dir), "--no-verify",
+            "--cache-dir", str(tmp_path / "cache")]  # fmt: skip
+    served = evaluate.main(evaluate.get_args_parser().parse_args(argv))  # flip-averaged, as recorded
+    assert served["accuracy"] == metrics["test_accuracy"]
+    assert served["loss"] == pytest.approx(metrics["test_loss"], rel=1e-4)

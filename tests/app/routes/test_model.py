@@ -57,6 +57,7 @@ def test_model_describes_the_checkpoint(tmp_path: Path) -> None:
     assert body["metrics"] == metrics
     assert body["train_args"]["epochs"] == 3
     assert body["format_version"] == 1
+    assert body["flip_average"] is False  # the checkpoint does not ask for it
     # No software versions: the checkpoint records its torch version, the API does not repeat it.
     assert "torch_version" not in body
     assert body["created_at"]
@@ -68,6 +69,21 @@ def test_model_describes_the_checkpoint(tmp_path: Path) -> None:
     assert body["train_args"]["resume"] is None
     assert "/root" not in response.text
     assert str(tmp_path) not in response.text
+
+
+def test_model_says_whether_images_are_averaged_with_their_mirror_and_the_setting_overrides(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "flip.pth"
+    model = build_model("cnn", **TINY_CNN_ARGS)
+    save_checkpoint(
+        make_checkpoint(model, "cnn", TINY_CNN_ARGS, FASHION_MNIST_CLASSES, InputSpec(), flip_average=True),
+        path,
+    )
+    for override, expected in ((None, True), (False, False)):
+        settings = Settings(model_path=path, device="cpu", flip_average=override)
+        with TestClient(create_app(settings)) as client:
+            assert client.get("/model").json()["flip_average"] is expected
 
 
 def test_public_train_args_keeps_what_is_not_a_path() -> None:
