@@ -10,15 +10,18 @@ from PIL import Image
 from app.main import create_app
 from app.settings import Settings
 from models.checkpoint import load_checkpoint
+from models.networks import class_probabilities
 from models.preprocessing import normalize
 
 
 def offline_predictions(checkpoint: Path, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """What evaluation does: the unfused network on normalize(uint8 pixels)."""
+    """What evaluation does: the unfused network on normalize(uint8 pixels), averaged with the
+    mirror image when the checkpoint says so (the shipped one does)."""
     loaded = load_checkpoint(checkpoint)
     spec = loaded.input_spec
     with torch.inference_mode():
-        probabilities = loaded.model(normalize(images.unsqueeze(1), spec.mean, spec.std)).softmax(1)
+        x = normalize(images.unsqueeze(1), spec.mean, spec.std)
+        probabilities = class_probabilities(loaded.model, x, loaded.flip_average)
     return probabilities.argmax(1), probabilities.max(1).values
 
 
