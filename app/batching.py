@@ -38,6 +38,10 @@ class InferenceTimeoutError(TimeoutError):
     """A request waited longer than the request timeout for its prediction."""
 
 
+class InferenceUnavailableError(RuntimeError):
+    """The inference process stopped (and is restarting), or the server is shutting down."""
+
+
 @dataclass(eq=False)
 class _Job:
     """One request: its images, and the future its coroutine awaits on the event loop."""
@@ -115,6 +119,11 @@ class Batcher:
     def depth(self) -> int:
         """Images admitted and not yet answered."""
         return self._admitted
+
+    @property
+    def ready(self) -> bool:
+        """Takes requests: always, for threads in this process (see ``ProcessBatcher.ready``)."""
+        return not self._closed
 
     @property
     def waiting(self) -> int:

@@ -9,6 +9,7 @@ from typing import Annotated, Literal
 from fastapi import Depends, HTTPException, Request
 
 from app.batching import Batcher
+from app.inference_process import ProcessBatcher
 from app.metrics import Metrics
 from app.predictor import Predictor
 from app.settings import Settings
@@ -25,7 +26,7 @@ class ServiceState:
     metrics: Metrics = field(default_factory=Metrics)
     status: Literal["loading", "ok", "error"] = "loading"
     predictor: Predictor | None = None
-    batcher: Batcher | None = None
+    batcher: Batcher | ProcessBatcher | None = None
     started_at: float = field(default_factory=time.monotonic)
 
     def upload_limit(self) -> int:
@@ -77,7 +78,7 @@ class Serving:
     event loop time on every request, and the loop is what limits a worker's throughput."""
 
     predictor: Predictor
-    batcher: Batcher
+    batcher: Batcher | ProcessBatcher
     metrics: Metrics
     settings: Settings
 

@@ -13,7 +13,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.batching import InferenceTimeoutError, QueueFullError
+from app.batching import InferenceTimeoutError, InferenceUnavailableError, QueueFullError
 from app.schemas import ErrorResponse
 from models.preprocessing import ImageError, NotAnImageError
 
@@ -109,6 +109,11 @@ async def _queue_full(request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse({"detail": BUSY}, status_code=503, headers={"Retry-After": str(RETRY_AFTER_S)})
 
 
+async def _unavailable(request: Request, exc: Exception) -> JSONResponse:
+    headers = {"Retry-After": str(RETRY_AFTER_S)}
+    return JSONResponse({"detail": str(exc)}, status_code=503, headers=headers)  # nothing internal
+
+
 async def _timed_out(request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse({"detail": str(exc)}, status_code=504)  # names the timeout, nothing internal
 
@@ -118,6 +123,7 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(QueueFullError, _queue_full)
     app.add_exception_handler(InferenceTimeoutError, _timed_out)
+    app.add_exception_handler(InferenceUnavailableError, _unavailable)
 
 
 class TrackedSend:

@@ -15,6 +15,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.batching import Batcher
 from app.dependencies import ServiceState
+from app.inference_process import ProcessBatcher, WorkerConfig
 from app.predictor import DeviceError, Predictor
 from app.settings import SettingsError, load_settings
 from models.checkpoint import CheckpointError
@@ -83,15 +84,40 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         raise StartupError(f"cannot start: {exc}") from None
     state.metrics.set_model(predictor)
     settings = state.settings
-    batcher = Batcher(
-        predictor,
-        state.metrics,
-        max_batch_size=settings.max_batch_size,
-        max_wait_s=settings.max_batch_wait_ms / 1000,
-        max_queue=settings.max_queue,
-        timeout_s=settings.request_timeout_s,
-        preprocess_threads=settings.preprocess_threads,
-    )
+    batcher: Batcher | ProcessBatcher
+    if settings.inference_process:
+        config = WorkerConfig(
+            model_path=str(settings.model_path),
+            device=settings.device,
+            max_image_pixels=settings.max_image_pixels,
+            flip_average=settings.flip_average,
+            torch_threads=settings.torch_threads,
+            max_batch_size=settings.max_batch_size,
+            max_wait_s=settings.max_batch_wait_ms / 1000,
+            version=predictor.version,
+        )
+        batcher = ProcessBatcher(
+            predictor.classes,
+            state.metrics,
+            config,
+            max_queue=settings.max_queue,
+            timeout_s=settings.request_timeout_s,
+        )
+        try:
+            await batcher.start()
+        except CheckpointError as exc:
+            state.status = "error"
+            raise StartupError(f"cannot start: {exc}") from None
+    else:
+        batcher = Batcher(
+            predictor,
+            state.metrics,
+            max_batch_size=settings.max_batch_size,
+            max_wait_s=settings.max_batch_wait_ms / 1000,
+            max_queue=settings.max_queue,
+            timeout_s=settings.request_timeout_s,
+            preprocess_threads=settings.preprocess_threads,
+        )
     state.predictor, state.batcher = predictor, batcher
     # What start-up loaded (torch, the app, the model: some 220,000 objects) lives as long
     # as the process. Frozen, the garbage collector's full passes under load skip it.
@@ -106,7 +132,10 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     finally:
         logger.info("shutting down")
         state.batcher = None
-        batcher.close()
+        if isinstance(batcher, ProcessBatcher):
+            await batcher.aclose()  # the child answers what it holds, then exits
+        else:
+            batcher.close()
         gc.unfreeze()  # collectable again, for a process that goes on (tests start many apps)
 
 

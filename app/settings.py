@@ -80,9 +80,18 @@ class Settings(BaseSettings):
         le=3600,
         description="after SIGTERM, longest fashion-serve waits for requests in flight, then cancels them",
     )
+    # In one process the event loop, the decoding and the inference take turns on one GIL;
+    # measured on 2 cores at concurrency 64, a process of their own for decoding and
+    # inference served 879 requests/s against 493 (app/inference_process.py).
+    inference_process: bool = Field(
+        True,
+        description="decode and infer in a child process (true), or in threads of the server process",
+    )
     # A 28x28 upload decodes in about a tenth of a millisecond, mostly Python holding the
     # GIL: two threads keep decoding off the event loop; more would only contend for it.
-    preprocess_threads: int = Field(2, ge=1, le=64, description="threads that decode and preprocess uploads")
+    preprocess_threads: int = Field(
+        2, ge=1, le=64, description="threads that decode uploads (with FASHION_INFERENCE_PROCESS=false)"
+    )
     # One: the model is sized for one thread, and a second would take the core the event
     # loop and the decoding need. Measured on 2 cores, torch's default (one per core) made
     # a lone request's forward pass three times slower from a worker thread.

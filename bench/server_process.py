@@ -24,7 +24,8 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _children() -> dict[int, list[int]]:
+def child_processes() -> dict[int, list[int]]:
+    """Each running process id to the ids of its children, from /proc."""
     tree: dict[int, list[int]] = {}
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
@@ -71,7 +72,7 @@ class ServerProcess:
         raise RuntimeError(f"{self.name}: /health not ready after {timeout} s")
 
     def pids(self) -> list[int]:
-        tree, found, todo = _children(), [], [self.process.pid]
+        tree, found, todo = child_processes(), [], [self.process.pid]
         while todo:
             pid = todo.pop()
             found.append(pid)

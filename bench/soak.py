@@ -27,7 +27,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.server_process import ServerProcess, free_port
+from bench.server_process import ServerProcess, child_processes, free_port
 from bench.uploads import CONTENT_TYPE, Upload, bad_inputs, multipart, offline_classes, sample_pngs
 
 SHIPPED_MODEL = Path(__file__).resolve().parents[1] / "models" / "model.pth"
@@ -81,11 +81,19 @@ class SoakResult:
 
 
 def resident_kib(pid: int) -> int:
-    """VmRSS of a process, from /proc/PID/status."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    raise RuntimeError(f"no VmRSS for process {pid}")
+    """VmRSS of a process and all its descendants (the inference process), from /proc."""
+    tree, total, todo = child_processes(), 0, [pid]
+    while todo:
+        current = todo.pop()
+        todo.extend(tree.get(current, []))
+        try:
+            lines = Path(f"/proc/{current}/status").read_text().splitlines()
+        except OSError:
+            if current == pid:
+                raise RuntimeError(f"no VmRSS for process {pid}") from None
+            continue  # a child that exited meanwhile
+        total += next((int(line.split()[1]) for line in lines if line.startswith("VmRSS:")), 0)
+    return total
 
 
 def _class_index(payload: bytes) -> int | None:

@@ -13,6 +13,7 @@ from app.schemas import HealthProblem, HealthResponse, LivenessResponse
 router = APIRouter(prefix="/health", tags=["health"])
 
 STARTUP_FAILED = "the model failed to load; see the server log"
+RESTARTING = "the inference process stopped and is restarting"
 
 
 @router.get(
@@ -35,7 +36,8 @@ STARTUP_FAILED = "the model failed to load; see the server log"
 )
 async def read_health(state: StateDep) -> HealthResponse | JSONResponse:
     """Readiness: 200 once the model is loaded and warmed up, 503 before or after a failure."""
-    if state.status == "ok" and state.predictor is not None:
+    restarting = state.batcher is not None and not state.batcher.ready
+    if state.status == "ok" and state.predictor is not None and not restarting:
         return HealthResponse(
             status="ok",
             model_version=state.predictor.version,
@@ -44,6 +46,8 @@ async def read_health(state: StateDep) -> HealthResponse | JSONResponse:
         )
     if state.status == "error":
         problem = HealthProblem(status="error", detail=STARTUP_FAILED)
+    elif restarting:
+        problem = HealthProblem(status="loading", detail=RESTARTING)
     else:
         problem = HealthProblem(status="loading")
     return JSONResponse(problem.model_dump(), status_code=503)

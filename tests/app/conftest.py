@@ -37,6 +37,13 @@ def settings(tiny_checkpoint: Path) -> Settings:
 
 
 @pytest.fixture
+def thread_settings(tiny_checkpoint: Path) -> Settings:
+    """Decoding and inference in threads of the test's own process, where a test can hold
+    or break them (the default runs them in a child process)."""
+    return Settings(model_path=tiny_checkpoint, device="cpu", inference_process=False)
+
+
+@pytest.fixture
 def client(settings: Settings) -> Iterator[TestClient]:
     """The app with its real lifespan, serving the tiny checkpoint."""
     with TestClient(create_app(settings)) as test_client:

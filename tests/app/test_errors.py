@@ -11,9 +11,9 @@ from tests.app.images import png_bytes
 
 
 def test_an_unexpected_error_is_logged_and_answered_with_a_generic_500(
-    settings: Settings, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    thread_settings: Settings, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    app = create_app(settings)
+    app = create_app(thread_settings)
     with TestClient(app) as client:
         predictor = app.state.service.predictor
 

@@ -111,7 +111,7 @@ ERROR_PATHS: list[tuple[str, str, str, dict[str, Any], int]] = [
 def strict_client(tiny_checkpoint: Path) -> Any:
     settings = Settings(
         model_path=tiny_checkpoint, device="cpu", max_upload_bytes=LIMIT, max_image_pixels=100 * 100,
-        max_batch_files=2, max_queue=2,
+        max_batch_files=2, max_queue=2, inference_process=False,
     )  # fmt: skip
     app = create_app(settings)
     with TestClient(app, raise_server_exceptions=False) as client:
@@ -166,7 +166,9 @@ def test_an_internal_error_is_a_bare_500_whatever_its_message(
 
 
 def test_a_timeout_leaks_nothing(tiny_checkpoint: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    app = create_app(Settings(model_path=tiny_checkpoint, device="cpu", request_timeout_s=0.05))
+    app = create_app(
+        Settings(model_path=tiny_checkpoint, device="cpu", request_timeout_s=0.05, inference_process=False)
+    )
     with TestClient(app) as client:
         predictor = app.state.service.predictor
         slow_forward = predictor.predict_batch

@@ -51,7 +51,14 @@ def test_not_ready_after_the_model_failed_to_load(tmp_path: Path) -> None:
     assert str(tmp_path) not in response.text
 
 
-def test_health_answers_while_a_prediction_runs(client: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_health_answers_while_a_prediction_runs(
+    thread_settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with TestClient(create_app(thread_settings)) as client:
+        _health_while_held(client, monkeypatch)
+
+
+def _health_while_held(client: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
     predictor = client.app.state.service.predictor  # type: ignore[attr-defined]
     started, release = threading.Event(), threading.Event()
     predict_batch = predictor.predict_batch

@@ -1,7 +1,8 @@
 """POST /predict under concurrency: batched answers equal one-at-a-time ones; 503 and 504.
 
 A forward pass is held on an event (tests/app/held_forward.py) so that what queues behind
-it is known exactly; no test measures time.
+it is known exactly; no test measures time. Holding needs the batcher in this process
+(``inference_process=False``); tests/app/test_inference_process.py covers the child process.
 """
 
 from __future__ import annotations
@@ -64,7 +65,8 @@ def test_real_images_sent_together_get_the_answers_they_get_one_by_one(
     images, _ = load_fashion_mnist(fashion_root, train=False)
     pngs = [encode(image.numpy()) for image in images[:N_IMAGES]]
     params = {"top_k": 10}
-    with serving(Settings(model_path=trained_checkpoint, device="cpu")) as (client, held):
+    settings = Settings(model_path=trained_checkpoint, device="cpu", inference_process=False)
+    with serving(settings) as (client, held):
         held.release.set()
         alone = [scores(client.post("/predict", params=params, files=upload(png))) for png in pngs]
         assert set(held.sizes) == {1}
@@ -97,8 +99,8 @@ def test_real_images_sent_together_get_the_answers_they_get_one_by_one(
             assert other[index] == pytest.approx(probability, abs=1e-5)
 
 
-def test_batch_requests_go_through_the_same_queue(settings: Settings) -> None:
-    with serving(settings) as (client, held):
+def test_batch_requests_go_through_the_same_queue(thread_settings: Settings) -> None:
+    with serving(thread_settings) as (client, held):
         held.release.set()
         files = [("files", (f"{i}.png", png_bytes(), "image/png")) for i in range(3)]
         assert client.post("/predict/batch", files=files).status_code == 200
@@ -111,7 +113,9 @@ def test_batch_requests_go_through_the_same_queue(settings: Settings) -> None:
 
 
 def test_a_full_queue_answers_503_with_retry_after(tiny_checkpoint: Path) -> None:
-    settings = Settings(model_path=tiny_checkpoint, device="cpu", max_queue=1, max_batch_files=1)
+    settings = Settings(
+        model_path=tiny_checkpoint, device="cpu", max_queue=1, max_batch_files=1, inference_process=False
+    )
     with serving(settings) as (client, held), ThreadPoolExecutor(1) as pool:
         first = pool.submit(client.post, "/predict", files=upload(png_bytes()))
         assert held.started.wait(SAFETY_S)
@@ -127,7 +131,9 @@ def test_a_full_queue_answers_503_with_retry_after(tiny_checkpoint: Path) -> Non
 
 
 def test_a_request_past_the_timeout_gets_504_and_frees_its_slot(tiny_checkpoint: Path) -> None:
-    settings = Settings(model_path=tiny_checkpoint, device="cpu", request_timeout_s=0.05)
+    settings = Settings(
+        model_path=tiny_checkpoint, device="cpu", request_timeout_s=0.05, inference_process=False
+    )
     with serving(settings) as (client, held):
         response = client.post("/predict", files=upload(png_bytes()))  # held in its forward pass
         assert response.status_code == 504

@@ -1,0 +1,196 @@
+"""Decoding and inference in a child process (the default): same answers, same errors, and
+the service survives the child's death. No test measures time."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+
+from app.lifespan import StartupError
+from app.main import create_app
+from app.settings import Settings
+from tests.app.images import encode, png_bytes
+from tests.app.routes.test_metrics import metric_value
+
+SAFETY_S = 60  # only ever reached when the code under test is broken
+
+
+def wait_for(condition: Callable[[], bool]) -> None:
+    deadline = time.monotonic() + SAFETY_S
+    while not condition():
+        assert time.monotonic() < deadline, "the condition never came true"
+        time.sleep(0.01)
+
+
+def scores(response: httpx.Response) -> dict[int, float]:
+    assert response.status_code == 200, response.text
+    return {item["class_index"]: item["probability"] for item in response.json()["top_k"]}
+
+
+def upload(data: bytes) -> dict[str, tuple[str, bytes, str]]:
+    return {"file": ("item.png", data, "image/png")}
+
+
+def child_pid(client: TestClient) -> int:
+    pid = client.app.state.service.batcher.pid  # type: ignore[attr-defined]
+    assert pid is not None and pid != os.getpid()
+    return int(pid)
+
+
+def test_the_default_serves_from_a_child_process(settings: Settings) -> None:
+    assert settings.inference_process is True
+    with TestClient(create_app(settings)) as client:
+        pid = child_pid(client)
+        assert client.post("/predict", files=upload(png_bytes())).status_code == 200
+    # Shut down with the app: no process left behind.
+    wait_for(lambda: not _alive(pid))
+
+
+def test_concurrent_requests_are_batched_and_answer_as_in_threads_and_one_by_one(
+    trained_checkpoint: Path, fashion_root: Path
+) -> None:
+    from training.data import load_fashion_mnist
+
+    images, _ = load_fashion_mnist(fashion_root, train=False)
+    pngs = [encode(image.numpy()) for image in images[:256]]
+    params = {"top_k": 10}
+    in_threads = Settings(model_path=trained_checkpoint, device="cpu", inference_process=False)
+    with TestClient(create_app(in_threads)) as client:
+        reference = [scores(client.post("/predict", params=params, files=upload(png))) for png in pngs]
+    with TestClient(create_app(Settings(model_path=trained_checkpoint, device="cpu"))) as client:
+        alone = [scores(client.post("/predict", params=params, files=upload(png))) for png in pngs]
+        passes_alone = metric_value(client.get("/metrics").text, "fashion_batch_size_count")
+        with ThreadPoolExecutor(64) as pool:
+            together = list(
+                pool.map(lambda png: scores(client.post("/predict", params=params, files=upload(png))), pngs)
+            )
+        text = client.get("/metrics").text
+    assert passes_alone == 256  # one at a time: one forward pass each
+    passes = metric_value(text, "fashion_batch_size_count") - passes_alone
+    assert metric_value(text, "fashion_batch_size_sum") == 512
+    assert passes < 256  # sent together, some shared a forward pass
+    for expected, got_alone, got_together in zip(reference, alone, together, strict=True):
+        assert expected.keys() == got_alone.keys() == got_together.keys()
+        for index, probability in expected.items():
+            assert got_alone[index] == pytest.approx(probability, abs=1e-5)
+            assert got_together[index] == pytest.approx(probability, abs=1e-5)
+
+
+def test_errors_batches_and_the_input_image_cross_the_process_boundary(client: TestClient) -> None:
+    bad = client.post("/predict", files={"file": ("notes.pdf", b"%PDF-1.4 not an image", "application/pdf")})
+    assert bad.status_code == 415 and "PDF" in bad.json()["detail"]
+    files = [("files", ("a.png", png_bytes(), "image/png")), ("files", ("b.txt", b"", "text/plain"))]
+    batch = client.post("/predict/batch", files=files)
+    assert batch.status_code == 400 and batch.json()["detail"].startswith("files[1] (b.txt): ")
+    shown = client.post("/predict", params={"include_input": True, "top_k": 2}, files=upload(png_bytes()))
+    body = shown.json()
+    assert shown.status_code == 200 and body["input_image"].startswith("data:image/png;base64,")
+    assert len(body["top_k"]) == 2
+    good = [("files", (f"{i}.png", png_bytes(), "image/png")) for i in range(3)]
+    assert len(client.post("/predict/batch", files=good).json()["predictions"]) == 3
+    text = client.get("/metrics").text
+    assert metric_value(text, "fashion_queue_wait_seconds_count") == metric_value(
+        text, "fashion_batch_size_sum"
+    )
+
+
+def test_a_full_queue_answers_503_and_the_held_request_is_answered_later(tiny_checkpoint: Path) -> None:
+    settings = Settings(model_path=tiny_checkpoint, device="cpu", max_queue=1, max_batch_files=1)
+    with TestClient(create_app(settings)) as client:
+        batcher = client.app.state.service.batcher  # type: ignore[attr-defined]
+        pid = child_pid(client)
+        os.kill(pid, signal.SIGSTOP)  # the child holds what it is sent
+        try:
+            with ThreadPoolExecutor(1) as pool:
+                held = pool.submit(client.post, "/predict", files=upload(png_bytes()))
+                wait_for(lambda: batcher.depth == 1)
+                refused = client.post("/predict", files=upload(png_bytes()))
+                os.kill(pid, signal.SIGCONT)
+                assert held.result(SAFETY_S).status_code == 200
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        assert refused.status_code == 503 and refused.headers["Retry-After"] == "1"
+        assert batcher.depth == 0
+        assert client.post("/predict", files=upload(png_bytes())).status_code == 200
+
+
+def test_a_request_past_the_timeout_gets_504(tiny_checkpoint: Path) -> None:
+    # A microsecond: no answer can cross two pipes that fast.
+    settings = Settings(model_path=tiny_checkpoint, device="cpu", request_timeout_s=1e-6)
+    with TestClient(create_app(settings)) as client:
+        response = client.post("/predict", files=upload(png_bytes()))
+        assert response.status_code == 504 and "no prediction within" in response.json()["detail"]
+        assert client.app.state.service.batcher.depth == 0  # type: ignore[attr-defined]
+
+
+def test_when_the_child_dies_requests_get_503_and_a_new_child_takes_over(client: TestClient) -> None:
+    first = child_pid(client)
+    os.kill(first, signal.SIGKILL)
+    # Until the parent notices, a request may still be written to the dead child's pipe:
+    # either way it is answered, with 503 and Retry-After, never left hanging.
+    wait_for(lambda: client.app.state.service.batcher.pid != first)  # type: ignore[attr-defined]
+    wait_for(lambda: client.get("/health").status_code == 200)
+    assert client.post("/predict", files=upload(png_bytes())).status_code == 200
+    assert child_pid(client) != first
+    assert client.app.state.service.batcher.restarts == 1  # type: ignore[attr-defined]
+
+
+def test_requests_held_by_a_dying_child_fail_with_503_and_health_says_restarting(client: TestClient) -> None:
+    batcher = client.app.state.service.batcher  # type: ignore[attr-defined]
+    os.kill(child_pid(client), signal.SIGSTOP)  # the child stops answering, holding what it gets
+    with ThreadPoolExecutor(1) as pool:
+        pending = pool.submit(client.post, "/predict", files=upload(png_bytes()))
+        wait_for(lambda: batcher.depth == 1)
+        os.kill(child_pid(client), signal.SIGKILL)
+        response = pending.result(SAFETY_S)
+    assert response.status_code == 503 and response.headers["Retry-After"] == "1"
+    assert "inference process stopped" in response.json()["detail"]
+    health = client.get("/health")
+    if health.status_code == 503:  # the new child may already be up
+        assert health.json() == {
+            "status": "loading",
+            "detail": "the inference process stopped and is restarting",
+        }
+    wait_for(lambda: client.get("/health").status_code == 200)
+    assert client.post("/predict", files=upload(png_bytes())).status_code == 200
+
+
+def test_a_model_file_replaced_after_the_check_stops_start_up(
+    tiny_checkpoint: Path, trained_checkpoint: Path
+) -> None:
+    # The parent checks the file, then the child loads it: it must be the same file.
+    settings = Settings(model_path=tiny_checkpoint, device="cpu")
+    app = create_app(settings)
+    from app import inference_process
+
+    original = inference_process.WorkerConfig
+
+    def swapped(**kwargs: object) -> inference_process.WorkerConfig:
+        return original(**{**kwargs, "model_path": str(trained_checkpoint)})  # type: ignore[arg-type]
+
+    inference_process_config = pytest.MonkeyPatch()
+    inference_process_config.setattr("app.lifespan.WorkerConfig", swapped)
+    try:
+        with pytest.raises(StartupError, match="changed since start-up"), TestClient(app):
+            pass
+    finally:
+        inference_process_config.undo()
+    assert app.state.service.status == "error"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie still answers signal 0 until it is reaped; read its state.
+    with open(f"/proc/{pid}/stat") as handle:
+        return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
