@@ -237,6 +237,7 @@ class ProcessBatcher:
         self._results: Connection | None = None
         self._transport: asyncio.WriteTransport | None = None
         self._ready: asyncio.Future[int] | None = None
+        self._restart_task: asyncio.Future[None] | None = None
         self.restarts = 0
         metrics.queue_depth.set_function(lambda: self._admitted)
 
@@ -411,11 +412,22 @@ class ProcessBatcher:
             len(pending),
             RESTART_DELAY_S,
         )
-        self._loop.call_later(RESTART_DELAY_S, lambda: asyncio.ensure_future(self._restart()))
+        self._loop.call_later(RESTART_DELAY_S, self._begin_restart)
+
+    def _begin_restart(self) -> None:
+        # Held: the loop keeps only a weak reference to a task.
+        self._restart_task = asyncio.ensure_future(self._restart())
 
     async def _restart(self) -> None:
-        if not self._closed:
+        if self._closed:
+            return
+        try:
             await self._spawn()
+        except Exception:  # no process could be started (no memory, no forkserver): try again later
+            logger.exception("cannot start an inference process; retrying in %g s", RESTART_DELAY_S)
+            self._detach()
+            assert self._loop is not None
+            self._loop.call_later(RESTART_DELAY_S, self._begin_restart)
 
     def _detach(self) -> None:
         if self._results is not None:

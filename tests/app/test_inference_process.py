@@ -194,3 +194,20 @@ def _alive(pid: int) -> bool:
     # A zombie still answers signal 0 until it is reaped; read its state.
     with open(f"/proc/{pid}/stat") as handle:
         return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def test_a_failed_restart_is_tried_again(client: TestClient, caplog: pytest.LogCaptureFixture) -> None:
+    batcher = client.app.state.service.batcher  # type: ignore[attr-defined]
+    spawn, attempts = batcher._spawn, []
+
+    async def failing_once() -> None:
+        attempts.append(1)
+        if len(attempts) == 1:
+            raise OSError("no memory for a new process")
+        await spawn()
+
+    batcher._spawn = failing_once
+    os.kill(child_pid(client), signal.SIGKILL)
+    wait_for(lambda: len(attempts) == 2 and client.get("/health").status_code == 200)
+    assert client.post("/predict", files=upload(png_bytes())).status_code == 200
+    assert "cannot start an inference process; retrying" in caplog.text
