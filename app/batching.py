@@ -22,6 +22,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
@@ -40,6 +41,17 @@ class InferenceTimeoutError(TimeoutError):
 
 class InferenceUnavailableError(RuntimeError):
     """The inference process stopped (and is restarting), or the server is shutting down."""
+
+
+def queue_full(admitted: int, max_queue: int) -> QueueFullError:
+    """The refusal of a request that would take more than ``max_queue`` images in flight."""
+    return QueueFullError(f"{admitted} images in flight; the queue holds {max_queue}")
+
+
+def expire(future: asyncio.Future[Any], timeout_s: float) -> None:
+    """Fail a request's future that is still waiting after ``timeout_s`` (a 504)."""
+    if not future.done():
+        future.set_exception(InferenceTimeoutError(f"no prediction within {timeout_s:g} s; retry"))
 
 
 @dataclass(eq=False)
@@ -163,12 +175,12 @@ class Batcher:
             if self._closed:
                 raise RuntimeError("the batcher is closed")
             if self._admitted + size > self.max_queue:
-                raise QueueFullError(f"{self._admitted} images in flight; the queue holds {self.max_queue}")
+                raise queue_full(self._admitted, self.max_queue)
             self._admitted += size
             self._preprocessing += 1
         loop = asyncio.get_running_loop()
         job = _Job(loop, loop.create_future(), size)
-        timer = loop.call_later(self.timeout_s, self._expire, job)
+        timer = loop.call_later(self.timeout_s, expire, job.future, self.timeout_s)
         try:
             inputs: list[ModelInput] = []
             try:
@@ -189,12 +201,6 @@ class Batcher:
             job.abandoned = True  # a no-op once answered; after a timeout, its images are skipped
             with self._cond:
                 self._admitted -= size
-
-    def _expire(self, job: _Job) -> None:
-        if not job.future.done():
-            job.future.set_exception(
-                InferenceTimeoutError(f"no prediction within {self.timeout_s:g} s; retry")
-            )
 
     def _preprocess(
         self, job: _Job, prepare: Callable[[], list[ModelInput]], inputs: list[ModelInput]
@@ -260,6 +266,10 @@ class Batcher:
             job.remaining -= 1
             if job.remaining == 0:
                 job.resolve([p for p in job.results if p is not None])
+
+    async def aclose(self, timeout: float = 10.0) -> None:
+        """``close``, under the name the lifespan calls on either batcher."""
+        self.close(timeout)
 
     def close(self, timeout: float = 10.0) -> None:
         """Answer what is queued, then stop the worker and the pool."""

@@ -34,14 +34,14 @@ import signal
 import struct
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any, NamedTuple
 
 import torch
 from PIL import Image
 
-from app.batching import InferenceTimeoutError, InferenceUnavailableError, QueueFullError
+from app.batching import InferenceUnavailableError, expire, queue_full
 from app.metrics import Metrics
 from app.predictor import ItemError, Prediction, Predictor, ScoredClass
 from models.checkpoint import CheckpointError
@@ -202,11 +202,6 @@ def _infer(
 class _Job:
     size: int
     future: asyncio.Future[list[Prediction]]
-    admitted_at: float = field(default_factory=time.perf_counter)
-
-
-class _PipeWriter(asyncio.Protocol):
-    """The write end of the request pipe, as an asyncio transport: writes never block the loop."""
 
 
 class ProcessBatcher:
@@ -285,7 +280,8 @@ class ProcessBatcher:
         results_w.close()
         pipe = os.fdopen(os.dup(requests_w.fileno()), "wb", buffering=0)
         requests_w.close()
-        self._transport, _ = await self._loop.connect_write_pipe(_PipeWriter, pipe)
+        # An asyncio transport over the write end: a write never blocks the loop.
+        self._transport, _ = await self._loop.connect_write_pipe(asyncio.Protocol, pipe)
         self._process, self._results = process, results_r
         self._ready = self._loop.create_future()
         self._ready.add_done_callback(_retrieve)
@@ -312,7 +308,7 @@ class ProcessBatcher:
             raise InferenceUnavailableError("the inference process is restarting; retry")
         size = len(payloads)
         if self._admitted + size > self.max_queue:
-            raise QueueFullError(f"{self._admitted} images in flight; the queue holds {self.max_queue}")
+            raise queue_full(self._admitted, self.max_queue)
         job_id = next(self._ids)
         job = _Job(size, self._loop.create_future())
         message = _Request(job_id, payloads, invert, keep_image, top_k, many)
@@ -320,7 +316,7 @@ class ProcessBatcher:
         self._admitted += size
         self._jobs[job_id] = job
         # One timer handle, not asyncio.timeout(): cheaper, and this runs for every request.
-        timer = self._loop.call_later(self.timeout_s, self._expire, job)
+        timer = self._loop.call_later(self.timeout_s, expire, job.future, self.timeout_s)
         try:
             # multiprocessing's framing: a 4-byte big-endian length, then the pickle.
             self._transport.write(struct.pack("!i", len(body)) + body)
@@ -330,11 +326,6 @@ class ProcessBatcher:
             timer.cancel()
             self._jobs.pop(job_id, None)
             self._admitted -= size
-
-    def _expire(self, job: _Job) -> None:
-        if not job.future.done():
-            detail = f"no prediction within {self.timeout_s:g} s; retry"
-            job.future.set_exception(InferenceTimeoutError(detail))
 
     def _on_results(self) -> None:
         """The result pipe is readable: settle every answered job (on the event loop)."""

@@ -132,10 +132,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     finally:
         logger.info("shutting down")
         state.batcher = None
-        if isinstance(batcher, ProcessBatcher):
-            await batcher.aclose()  # the child answers what it holds, then exits
-        else:
-            batcher.close()
+        await batcher.aclose()  # what is queued (or held by the inference process) is answered first
         gc.unfreeze()  # collectable again, for a process that goes on (tests start many apps)
 
 

@@ -5,38 +5,20 @@ from __future__ import annotations
 
 import os
 import signal
-import time
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import httpx
 import pytest
 from fastapi.testclient import TestClient
 
+from app.inference_process import WorkerConfig
 from app.lifespan import StartupError
 from app.main import create_app
 from app.settings import Settings
+from tests.app.held_forward import SAFETY_S
 from tests.app.images import encode, png_bytes
 from tests.app.routes.test_metrics import metric_value
-
-SAFETY_S = 60  # only ever reached when the code under test is broken
-
-
-def wait_for(condition: Callable[[], bool]) -> None:
-    deadline = time.monotonic() + SAFETY_S
-    while not condition():
-        assert time.monotonic() < deadline, "the condition never came true"
-        time.sleep(0.01)
-
-
-def scores(response: httpx.Response) -> dict[int, float]:
-    assert response.status_code == 200, response.text
-    return {item["class_index"]: item["probability"] for item in response.json()["top_k"]}
-
-
-def upload(data: bytes) -> dict[str, tuple[str, bytes, str]]:
-    return {"file": ("item.png", data, "image/png")}
+from tests.app.routes.test_predict_concurrency import scores, upload, wait_for
 
 
 def child_pid(client: TestClient) -> int:
@@ -164,25 +146,17 @@ def test_requests_held_by_a_dying_child_fail_with_503_and_health_says_restarting
 
 
 def test_a_model_file_replaced_after_the_check_stops_start_up(
-    tiny_checkpoint: Path, trained_checkpoint: Path
+    tiny_checkpoint: Path, trained_checkpoint: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # The parent checks the file, then the child loads it: it must be the same file.
-    settings = Settings(model_path=tiny_checkpoint, device="cpu")
-    app = create_app(settings)
-    from app import inference_process
+    app = create_app(Settings(model_path=tiny_checkpoint, device="cpu"))
 
-    original = inference_process.WorkerConfig
+    def swapped(**kwargs: object) -> WorkerConfig:
+        return WorkerConfig(**{**kwargs, "model_path": str(trained_checkpoint)})  # type: ignore[arg-type]
 
-    def swapped(**kwargs: object) -> inference_process.WorkerConfig:
-        return original(**{**kwargs, "model_path": str(trained_checkpoint)})  # type: ignore[arg-type]
-
-    inference_process_config = pytest.MonkeyPatch()
-    inference_process_config.setattr("app.lifespan.WorkerConfig", swapped)
-    try:
-        with pytest.raises(StartupError, match="changed since start-up"), TestClient(app):
-            pass
-    finally:
-        inference_process_config.undo()
+    monkeypatch.setattr("app.lifespan.WorkerConfig", swapped)
+    with pytest.raises(StartupError, match="changed since start-up"), TestClient(app):
+        pass
     assert app.state.service.status == "error"
 
 
