@@ -30,8 +30,9 @@ from models.preprocessing import (
     ImageError,
     InvertMode,
     Preprocessed,
-    decode_image,
+    load_image,
     normalize,
+    open_image,
     pixels_to_tensor,
     to_model_image,
 )
@@ -156,12 +157,14 @@ class Predictor:
 
     def decode(self, data: bytes, invert: InvertMode = "auto", keep_image: bool = False) -> ModelInput:
         """Uploaded bytes to 1x28x28 uint8 pixels, not yet normalised; raises an ImageError subclass."""
-        image = decode_image(data, self.max_image_pixels)
+        image = open_image(data, self.max_image_pixels)
+        original_size = image.size  # before a big JPEG is decoded at a reduced scale
+        image = load_image(image)
         # models.preprocessing.preprocess step by step, to keep the 28x28 image it passes through.
         model_image, inverted = to_model_image(image, invert)
         pixels = pixels_to_tensor(model_image).unsqueeze(0)
         kept = model_image if keep_image else None
-        return ModelInput(tensor=pixels, original_size=image.size, inverted=inverted, image=kept)
+        return ModelInput(tensor=pixels, original_size=original_size, inverted=inverted, image=kept)
 
     def preprocess(self, data: bytes, invert: InvertMode = "auto", keep_image: bool = False) -> ModelInput:
         """Uploaded bytes to a normalised 1x28x28 tensor; raises an ImageError subclass."""

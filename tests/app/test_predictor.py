@@ -132,6 +132,12 @@ def test_classify_reports_preprocessing(predictor: Predictor) -> None:
     assert predictor.classify(encode(product_photo()), invert="false").inverted is False
 
 
+def test_a_big_jpeg_reports_the_size_uploaded_not_the_size_decoded(predictor: Predictor) -> None:
+    prediction = predictor.classify(encode(product_photo(2000, 1600), "JPEG"))
+    assert prediction.original_size == (2000, 1600)  # decoded at 1/4 scale, 500x400
+    assert prediction.inverted is True
+
+
 @pytest.mark.parametrize("pixels", [product_photo(300, 400), product_photo(28, 28)], ids=["photo", "28x28"])
 def test_keep_image_returns_the_28x28_grayscale_the_tensor_was_made_from(
     predictor: Predictor, pixels: np.ndarray

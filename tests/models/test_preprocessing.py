@@ -5,7 +5,9 @@ import pytest
 import torch
 from PIL import Image
 
+import models.preprocessing
 from models.preprocessing import (
+    REDUCED_SIDE,
     CorruptImageError,
     EmptyImageError,
     ImageTooLargeError,
@@ -67,6 +69,67 @@ def test_product_photo_on_white_is_inverted_and_fitted_keeping_the_aspect_ratio(
     assert rows[-1] - rows[0] + 1 == 28  # trimmed to the item, longest side fills the frame
     assert 10 <= cols[-1] - cols[0] + 1 <= 12  # 28 * 80 / 200 = 11.2: the aspect is kept
     assert pixels[:, 0].max() == 0  # padded with black
+
+
+def big_product_photo(width: int, height: int, noise: float = 0.0) -> np.ndarray:
+    """An RGB photo of a dark item on white; ``noise``: per-pixel standard deviation."""
+    photo = np.full((height, width, 3), 240.0)
+    photo[height // 6 : -height // 6, width // 3 : -width // 3] = (40, 60, 90)
+    photo += np.random.default_rng(0).normal(0, noise, photo.shape) if noise else 0
+    return np.clip(photo, 0, 255).astype(np.uint8)
+
+
+@pytest.mark.parametrize(
+    ("size", "decoded"),
+    [((2000, 1200), (500, 300)), ((4000, 3000), (500, 375)), ((440, 2000), (440, 2000))],
+    ids=["quarter", "eighth", "narrow"],
+)
+def test_a_big_jpeg_is_decoded_at_the_smallest_scale_that_keeps_both_sides_above_the_floor(
+    size: tuple[int, int], decoded: tuple[int, int]
+) -> None:
+    image = decode_image(encode(Image.fromarray(big_product_photo(*size)), "JPEG"))
+    assert image.size == decoded
+    assert min(image.size) >= REDUCED_SIDE
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG"])
+def test_a_big_picture_scaled_down_first_gives_the_same_28x28(
+    fmt: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = encode(Image.fromarray(big_product_photo(1800, 1200)), fmt)
+    reduced, reduced_inverted = to_model_image(decode_image(data))
+    monkeypatch.setattr(models.preprocessing, "REDUCED_SIDE", 10**6)  # full resolution throughout
+    full = decode_image(data)
+    assert full.size == (1800, 1200)
+    full_image, full_inverted = to_model_image(full)
+    difference = np.abs(np.asarray(reduced, dtype=int) - np.asarray(full_image, dtype=int))
+    assert reduced_inverted is full_inverted is True
+    assert difference.mean() < 2 and difference.max() <= 40  # edge pixels, filtered differently
+
+
+def test_a_big_picture_is_reduced_before_the_rest_of_the_work(monkeypatch: pytest.MonkeyPatch) -> None:
+    factors: list[int] = []
+    reduce = Image.Image.reduce
+
+    def spy(self: Image.Image, factor: int, box: object = None) -> Image.Image:
+        factors.append(factor)
+        return reduce(self, factor, box)
+
+    monkeypatch.setattr(Image.Image, "reduce", spy)
+    to_model_image(Image.fromarray(big_product_photo(1000, 700)))
+    assert factors == [700 // REDUCED_SIDE]
+    to_model_image(Image.fromarray(big_product_photo(400, 300)))  # too small to gain from it
+    assert factors == [3]
+
+
+def test_noise_in_a_big_photo_does_not_defeat_the_trim() -> None:
+    # Full size, one pixel in ten of the noisy white background passes the trim threshold
+    # once inverted, and the trim box spans the whole photo; averaged first, none does.
+    image, inverted = to_model_image(Image.fromarray(big_product_photo(1800, 1200, noise=3.0)))
+    pixels = np.asarray(image)
+    rows = np.flatnonzero(pixels.max(axis=1) > 100)
+    assert inverted is True
+    assert rows[-1] - rows[0] + 1 == 28  # trimmed to the item: its longest side fills the frame
 
 
 @pytest.mark.parametrize(("mode", "expected"), [("true", True), ("false", False)])
