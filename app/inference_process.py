@@ -76,6 +76,9 @@ class _Request(NamedTuple):
     keep_image: bool
     top_k: int
     many: bool  # /predict/batch: a bad item is named by its index
+    # time.monotonic() after which the server has answered 504: the child skips the request.
+    # CLOCK_MONOTONIC is one clock for every process of the machine.
+    deadline: float
 
 
 # ---------------------------------------------------------------------------- the child
@@ -131,14 +134,17 @@ def _serve(predictor: Predictor, config: WorkerConfig, requests: Connection, res
                 stopping = True
                 break
             received.append((time.perf_counter(), message))
-        stats = _infer(predictor, config.max_batch_size, received, items, answers)
-        results.send((answers, stats))
+        if items or answers:  # not when every request had timed out
+            stats = _infer(predictor, config.max_batch_size, received, items, answers)
+            results.send((answers, stats))
 
 
 def _decode(
     predictor: Predictor, position: int, request: _Request, items: list[tuple[int, int, Any]], answers: list
 ) -> int:
     """Decode one request's uploads into ``items``; a bad one answers the whole request."""
+    if time.monotonic() > request.deadline:
+        return 0  # already answered 504 (or about to be): no one is waiting for the work
     decoded = []
     for index, data in enumerate(request.payloads):
         try:
@@ -311,7 +317,8 @@ class ProcessBatcher:
             raise queue_full(self._admitted, self.max_queue)
         job_id = next(self._ids)
         job = _Job(size, self._loop.create_future())
-        message = _Request(job_id, payloads, invert, keep_image, top_k, many)
+        deadline = time.monotonic() + self.timeout_s
+        message = _Request(job_id, payloads, invert, keep_image, top_k, many, deadline)
         body = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
         self._admitted += size
         self._jobs[job_id] = job

@@ -113,6 +113,23 @@ def test_a_request_past_the_timeout_gets_504(tiny_checkpoint: Path) -> None:
         assert client.app.state.service.batcher.depth == 0  # type: ignore[attr-defined]
 
 
+def test_requests_that_timed_out_in_the_pipe_are_not_computed(tiny_checkpoint: Path) -> None:
+    settings = Settings(model_path=tiny_checkpoint, device="cpu", request_timeout_s=0.5)
+    with TestClient(create_app(settings)) as client:
+        pid = child_pid(client)
+        computed = metric_value(client.get("/metrics").text, "fashion_batch_size_sum")
+        os.kill(pid, signal.SIGSTOP)  # the uploads wait in the pipe past their deadline
+        try:
+            with ThreadPoolExecutor(4) as pool:
+                late = list(pool.map(lambda _: client.post("/predict", files=upload(png_bytes())), range(4)))
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        assert [response.status_code for response in late] == [504] * 4
+        assert client.post("/predict", files=upload(png_bytes())).status_code == 200
+        # The timed-out images never reached the model: only the last request did.
+        assert metric_value(client.get("/metrics").text, "fashion_batch_size_sum") == computed + 1
+
+
 def test_when_the_child_dies_requests_get_503_and_a_new_child_takes_over(client: TestClient) -> None:
     first = child_pid(client)
     os.kill(first, signal.SIGKILL)
