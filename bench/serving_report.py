@@ -185,6 +185,8 @@ def write_report(
     if CEILING in tables:
         lines += _saturation(tables[CEILING])
     lines += _offline_section(offline)
+    if OURS in tables and CEILING in tables:
+        lines += _cpu_budget(tables[OURS], tables[CEILING], offline, machine["cores"])
     lines += [
         "",
         "## Start-up and memory",
@@ -241,3 +243,34 @@ def _offline_section(offline: dict[str, Any]) -> list[str]:
         ips = speeds["images_per_s"]
         lines.append(f"| {label} | {ips[1]:,.0f} | {ips[32]:,.0f} | {ips[256]:,.0f} |")
     return lines
+
+
+def _cpu_budget(
+    ours: dict[int, dict[str, float]],
+    ceiling: dict[int, dict[str, float]],
+    offline: dict[str, Any],
+    cores: int,
+) -> list[str]:
+    """How fast any server of this model could go here: CPU per request against the machine's cores."""
+    top = max(set(ours) & set(ceiling), default=None)
+    if top is None:
+        return []
+    http = ceiling[top]["server_cpu"] / 100 / ceiling[top]["rps"] * 1e3  # ms of CPU per request
+    load = ceiling[top]["wrk_cpu"] / 100 / ceiling[top]["rps"] * 1e3
+    model = 1e3 / offline["threads_1"]["images_per_s"][32]
+    bound = cores * 1e3 / (http + model + load)
+    share = bound / ceiling[top]["rps"]
+    mine = ours[top]
+    spent = mine["server_cpu"] / 100 / mine["rps"] * 1e3
+    return [
+        "",
+        f"## CPU per request, and what {cores} cores allow",
+        "",
+        f"At concurrency {top}, from the figures above: the ceiling spends {http:.2f} ms of CPU per",
+        f"request on HTTP and multipart parsing, wrk {load:.2f} ms to send it, and the served model",
+        f"takes {model:.2f} ms of one core per image (one thread, batch 32, above). A server that spent",
+        f"nothing beyond those would need {http + model + load:.2f} ms of CPU per request, so {cores} cores",
+        f"could answer at most {bound:,.0f} requests/s: **{share:.0%} of the ceiling**.",
+        f"Ours spent {spent:.2f} ms per request in its processes ({mine['server_cpu']:.0f}% of a core at",
+        f"{mine['rps']:,.1f} requests/s).",
+    ]
