@@ -50,6 +50,9 @@ from models.preprocessing import INPUT_SIZE, ImageError, InvertMode
 logger = logging.getLogger(__name__)
 
 RESTART_DELAY_S = 1.0  # between a child's death and the next start: no hot loop on a broken model
+# A child that holds requests and has answered nothing for a whole request timeout, and at
+# least this long, hangs (a deadlock, a stuck device): it is killed and replaced.
+MIN_STALL_S = 10.0
 STOP = None  # the message that tells the child to answer what it holds and exit
 
 
@@ -239,6 +242,7 @@ class ProcessBatcher:
         self._transport: asyncio.WriteTransport | None = None
         self._ready: asyncio.Future[int] | None = None
         self._restart_task: asyncio.Future[None] | None = None
+        self._last_answer = 0.0  # loop time of the child's last message, or of work given to it idle
         self.restarts = 0
         metrics.queue_depth.set_function(lambda: self._admitted)
 
@@ -320,10 +324,12 @@ class ProcessBatcher:
         deadline = time.monotonic() + self.timeout_s
         message = _Request(job_id, payloads, invert, keep_image, top_k, many, deadline)
         body = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+        if self._admitted == 0:
+            self._last_answer = self._loop.time()  # idle until now: its silence starts here
         self._admitted += size
         self._jobs[job_id] = job
         # One timer handle, not asyncio.timeout(): cheaper, and this runs for every request.
-        timer = self._loop.call_later(self.timeout_s, expire, job.future, self.timeout_s)
+        timer = self._loop.call_later(self.timeout_s, self._expire, job.future)
         try:
             # multiprocessing's framing: a 4-byte big-endian length, then the pickle.
             self._transport.write(struct.pack("!i", len(body)) + body)
@@ -334,10 +340,35 @@ class ProcessBatcher:
             self._jobs.pop(job_id, None)
             self._admitted -= size
 
+    def _expire(self, future: asyncio.Future[list[Prediction]]) -> None:
+        expire(future, self.timeout_s)
+        self._kill_if_stalled()
+
+    def _kill_if_stalled(self) -> None:
+        """A request timed out: if the child has been silent all that time, it hangs; kill it.
+
+        Its pipe then closes, and ``_child_exited`` fails what it held (503) and starts another.
+        """
+        process, loop = self._process, self._loop
+        if self._closed or process is None or loop is None or not self.ready:
+            return
+        silent = loop.time() - self._last_answer
+        if silent < max(self.timeout_s, MIN_STALL_S) or not process.is_alive():
+            return
+        logger.error(
+            "the inference process %s has answered nothing for %.0f s, holding %d image(s); killing it",
+            process.pid,
+            silent,
+            self._admitted,
+        )
+        process.kill()
+
     def _on_results(self) -> None:
         """The result pipe is readable: settle every answered job (on the event loop)."""
         results = self._results
         assert results is not None
+        if self._loop is not None:
+            self._last_answer = self._loop.time()
         try:
             while results.poll(0):
                 self._handle(results.recv())

@@ -3,6 +3,7 @@ the service survives the child's death. No test measures time."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 from concurrent.futures import ThreadPoolExecutor
@@ -11,6 +12,7 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
+from app import inference_process
 from app.inference_process import WorkerConfig
 from app.lifespan import StartupError
 from app.main import create_app
@@ -128,6 +130,41 @@ def test_requests_that_timed_out_in_the_pipe_are_not_computed(tiny_checkpoint: P
         assert client.post("/predict", files=upload(png_bytes())).status_code == 200
         # The timed-out images never reached the model: only the last request did.
         assert metric_value(client.get("/metrics").text, "fashion_batch_size_sum") == computed + 1
+
+
+def test_a_child_that_hangs_is_killed_and_replaced(
+    tiny_checkpoint: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(inference_process, "MIN_STALL_S", 0.0)  # a whole timeout of silence is enough
+    settings = Settings(model_path=tiny_checkpoint, device="cpu", request_timeout_s=0.5)
+    with TestClient(create_app(settings)) as client:
+        batcher = client.app.state.service.batcher  # type: ignore[attr-defined]
+        hung = child_pid(client)
+        os.kill(hung, signal.SIGSTOP)  # alive, holding what it is sent, answering nothing
+        try:
+            assert client.post("/predict", files=upload(png_bytes())).status_code == 504
+            wait_for(lambda: not _alive(hung))
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(hung, signal.SIGCONT)
+        wait_for(lambda: client.get("/health").status_code == 200)
+        assert child_pid(client) != hung and batcher.restarts == 1
+        assert client.post("/predict", files=upload(png_bytes())).status_code == 200
+
+
+def test_silence_shorter_than_the_floor_leaves_the_child_alone(tiny_checkpoint: Path) -> None:
+    # The default floor (MIN_STALL_S, 10 s) is longer than this timeout: a slow pass is no hang.
+    settings = Settings(model_path=tiny_checkpoint, device="cpu", request_timeout_s=0.5)
+    with TestClient(create_app(settings)) as client:
+        batcher = client.app.state.service.batcher  # type: ignore[attr-defined]
+        pid = child_pid(client)
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            assert client.post("/predict", files=upload(png_bytes())).status_code == 504
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        assert client.post("/predict", files=upload(png_bytes())).status_code == 200
+        assert child_pid(client) == pid and batcher.restarts == 0
 
 
 def test_when_the_child_dies_requests_get_503_and_a_new_child_takes_over(client: TestClient) -> None:
