@@ -50,8 +50,10 @@ from models.preprocessing import INPUT_SIZE, ImageError, InvertMode
 logger = logging.getLogger(__name__)
 
 RESTART_DELAY_S = 1.0  # between a child's death and the next start: no hot loop on a broken model
-# A child that holds requests and has answered nothing for a whole request timeout, and at
-# least this long, hangs (a deadlock, a stuck device): it is killed and replaced.
+# The child answers every pass, even one whose requests had all timed out, and gives up a
+# request at its deadline, so it is never silent much longer than one request timeout
+# while it has work. Silent for twice that, and at least this long, it hangs (a deadlock,
+# a stuck device): it is killed and replaced.
 MIN_STALL_S = 10.0
 STOP = None  # the message that tells the child to answer what it holds and exit
 
@@ -137,19 +139,19 @@ def _serve(predictor: Predictor, config: WorkerConfig, requests: Connection, res
                 stopping = True
                 break
             received.append((time.perf_counter(), message))
-        if items or answers:  # not when every request had timed out
-            stats = _infer(predictor, config.max_batch_size, received, items, answers)
-            results.send((answers, stats))
+        # Sent even when every request had timed out: the server hears the child is alive.
+        stats = _infer(predictor, config.max_batch_size, received, items, answers)
+        results.send((answers, stats))
 
 
 def _decode(
     predictor: Predictor, position: int, request: _Request, items: list[tuple[int, int, Any]], answers: list
 ) -> int:
     """Decode one request's uploads into ``items``; a bad one answers the whole request."""
-    if time.monotonic() > request.deadline:
-        return 0  # already answered 504 (or about to be): no one is waiting for the work
     decoded = []
     for index, data in enumerate(request.payloads):
+        if time.monotonic() > request.deadline:
+            return 0  # already answered 504 (or about to be): no one is waiting for the work
         try:
             decoded.append(predictor.decode(data, request.invert, request.keep_image))
         except ImageError as exc:
@@ -242,7 +244,8 @@ class ProcessBatcher:
         self._transport: asyncio.WriteTransport | None = None
         self._ready: asyncio.Future[int] | None = None
         self._restart_task: asyncio.Future[None] | None = None
-        self._last_answer = 0.0  # loop time of the child's last message, or of work given to it idle
+        # Loop time since which the child has held work and said nothing; None: it holds none.
+        self._silent_since: float | None = None
         self.restarts = 0
         metrics.queue_depth.set_function(lambda: self._admitted)
 
@@ -324,8 +327,8 @@ class ProcessBatcher:
         deadline = time.monotonic() + self.timeout_s
         message = _Request(job_id, payloads, invert, keep_image, top_k, many, deadline)
         body = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
-        if self._admitted == 0:
-            self._last_answer = self._loop.time()  # idle until now: its silence starts here
+        if self._silent_since is None:
+            self._silent_since = self._loop.time()
         self._admitted += size
         self._jobs[job_id] = job
         # One timer handle, not asyncio.timeout(): cheaper, and this runs for every request.
@@ -345,15 +348,17 @@ class ProcessBatcher:
         self._kill_if_stalled()
 
     def _kill_if_stalled(self) -> None:
-        """A request timed out: if the child has been silent all that time, it hangs; kill it.
+        """A request timed out: if the child has held work for two timeouts in silence, it hangs; kill it.
 
         Its pipe then closes, and ``_child_exited`` fails what it held (503) and starts another.
         """
         process, loop = self._process, self._loop
         if self._closed or process is None or loop is None or not self.ready:
             return
-        silent = loop.time() - self._last_answer
-        if silent < max(self.timeout_s, MIN_STALL_S) or not process.is_alive():
+        if self._silent_since is None or not process.is_alive():
+            return
+        silent = loop.time() - self._silent_since
+        if silent < max(2 * self.timeout_s, MIN_STALL_S):
             return
         logger.error(
             "the inference process %s has answered nothing for %.0f s, holding %d image(s); killing it",
@@ -367,13 +372,15 @@ class ProcessBatcher:
         """The result pipe is readable: settle every answered job (on the event loop)."""
         results = self._results
         assert results is not None
-        if self._loop is not None:
-            self._last_answer = self._loop.time()
         try:
             while results.poll(0):
                 self._handle(results.recv())
         except (EOFError, OSError):
             self._child_exited()
+            return
+        # The child spoke: what it still holds for someone waiting counts its silence from now.
+        waiting = any(not job.future.done() for job in self._jobs.values())
+        self._silent_since = self._loop.time() if waiting and self._loop is not None else None
 
     def _handle(self, message: Any) -> None:
         if isinstance(message, tuple) and len(message) == 2 and isinstance(message[0], str):
@@ -432,6 +439,7 @@ class ProcessBatcher:
         if self._ready is not None and not self._ready.done():
             self._ready.set_exception(CheckpointError(f"the inference process exited ({code}) while loading"))
         self._ready = None  # not ready until the next child says so: /health answers 503 meanwhile
+        self._silent_since = None
         if self._closed or self._loop is None:
             return
         self.restarts += 1

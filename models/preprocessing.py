@@ -64,7 +64,7 @@ class Preprocessed:
     """A network input and what was done to produce it."""
 
     tensor: torch.Tensor  # float32, 1 x 28 x 28, normalised
-    original_size: tuple[int, int]  # (width, height) as uploaded
+    original_size: tuple[int, int]  # (width, height) of the picture given (see preprocess)
     inverted: bool
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -135,29 +136,55 @@ def test_requests_that_timed_out_in_the_pipe_are_not_computed(tiny_checkpoint: P
 def test_a_child_that_hangs_is_killed_and_replaced(
     tiny_checkpoint: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(inference_process, "MIN_STALL_S", 0.0)  # a whole timeout of silence is enough
+    monkeypatch.setattr(inference_process, "MIN_STALL_S", 0.0)  # two timeouts of silence are enough
     settings = Settings(model_path=tiny_checkpoint, device="cpu", request_timeout_s=0.5)
     with TestClient(create_app(settings)) as client:
         batcher = client.app.state.service.batcher  # type: ignore[attr-defined]
         hung = child_pid(client)
         os.kill(hung, signal.SIGSTOP)  # alive, holding what it is sent, answering nothing
         try:
-            assert client.post("/predict", files=upload(png_bytes())).status_code == 504
+            # One client, one request at a time: each times out on its own, and the silence
+            # adds up across them until it reaches two timeouts.
+            statuses = []
+            while _alive(hung) and len(statuses) < 20:
+                statuses.append(client.post("/predict", files=upload(png_bytes())).status_code)
             wait_for(lambda: not _alive(hung))
         finally:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(hung, signal.SIGCONT)
+        assert statuses[0] == 504 and set(statuses) <= {503, 504}  # 503 once it is restarting
         wait_for(lambda: client.get("/health").status_code == 200)
         assert child_pid(client) != hung and batcher.restarts == 1
         assert client.post("/predict", files=upload(png_bytes())).status_code == 200
 
 
 def test_silence_shorter_than_the_floor_leaves_the_child_alone(tiny_checkpoint: Path) -> None:
-    # The default floor (MIN_STALL_S, 10 s) is longer than this timeout: a slow pass is no hang.
+    # The floor (MIN_STALL_S, 10 s) is longer than these three timeouts: no hang yet.
     settings = Settings(model_path=tiny_checkpoint, device="cpu", request_timeout_s=0.5)
     with TestClient(create_app(settings)) as client:
         batcher = client.app.state.service.batcher  # type: ignore[attr-defined]
         pid = child_pid(client)
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            for _ in range(3):
+                assert client.post("/predict", files=upload(png_bytes())).status_code == 504
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        assert client.post("/predict", files=upload(png_bytes())).status_code == 200
+        assert child_pid(client) == pid and batcher.restarts == 0
+
+
+def test_a_child_that_answers_after_an_idle_spell_is_not_taken_for_a_hung_one(
+    tiny_checkpoint: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Its silence counts only while it holds work: time idle between requests is not silence.
+    monkeypatch.setattr(inference_process, "MIN_STALL_S", 0.0)
+    settings = Settings(model_path=tiny_checkpoint, device="cpu", request_timeout_s=0.5)
+    with TestClient(create_app(settings)) as client:
+        batcher = client.app.state.service.batcher  # type: ignore[attr-defined]
+        pid = child_pid(client)
+        assert client.post("/predict", files=upload(png_bytes())).status_code == 200
+        time.sleep(3 * settings.request_timeout_s)  # idle for longer than two timeouts
         os.kill(pid, signal.SIGSTOP)
         try:
             assert client.post("/predict", files=upload(png_bytes())).status_code == 504
