@@ -167,6 +167,20 @@ def _border_is_light(pixels: np.ndarray) -> bool:
     return bool((border >= _LIGHT).mean() > _LIGHT_BORDER_SHARE)
 
 
+# Modes scaled down before the grayscale conversion, so that it too runs on the small
+# picture (a 4000x4000 RGBA PNG: 160 instead of 340 ms after decoding). Pillow averages
+# RGBA and LA premultiplied, so the averages are those of the picture composited onto
+# black, as to_grayscale does.
+_EARLY_REDUCE_MODES = ("L", "LA", "RGB", "RGBA")
+
+
+def _reduce(image: Image.Image, modes: Sequence[str]) -> Image.Image:
+    """A picture in one of ``modes`` scaled down by a whole factor, both sides kept at least
+    ``REDUCED_SIDE``, with box averages (cheap, and no aliasing); any other unchanged."""
+    factor = min(image.size) // REDUCED_SIDE
+    return image.reduce(factor) if factor >= 2 and image.mode in modes else image
+
+
 def to_model_image(image: Image.Image, invert: InvertMode = "auto") -> tuple[Image.Image, bool]:
     """Grayscale, light-on-black, 28x28. Returns the image and whether it was inverted.
 
@@ -176,10 +190,8 @@ def to_model_image(image: Image.Image, invert: InvertMode = "auto") -> tuple[Ima
     """
     if invert not in INVERT_MODES:
         raise ValueError(f"invert must be one of {', '.join(INVERT_MODES)}, not {invert!r}")
-    gray = to_grayscale(image)
-    factor = min(gray.size) // REDUCED_SIDE
-    if factor >= 2:
-        gray = gray.reduce(factor)  # box averages: cheap, and no aliasing
+    gray = to_grayscale(_reduce(image, _EARLY_REDUCE_MODES))
+    gray = _reduce(gray, ("L",))  # what the modes above leave big, now that it is grayscale
     inverted = _border_is_light(np.asarray(gray)) if invert == "auto" else invert == "true"
     if inverted:
         gray = ImageOps.invert(gray)

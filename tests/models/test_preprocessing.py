@@ -92,19 +92,63 @@ def test_a_big_jpeg_is_decoded_at_the_smallest_scale_that_keeps_both_sides_above
     assert min(image.size) >= REDUCED_SIDE
 
 
-@pytest.mark.parametrize("fmt", ["PNG", "JPEG"])
+def big_picture(mode: str) -> Image.Image:
+    """A 1800x1200 product photo in ``mode``; RGBA: the item on a transparent background."""
+    photo = Image.fromarray(big_product_photo(1800, 1200))
+    if mode == "RGBA":
+        photo.putalpha(Image.fromarray((big_product_photo(1800, 1200)[..., 0] < 128).astype(np.uint8) * 255))
+        return photo
+    if mode == "P":  # an adaptive palette: no dithering (noise that defeats the trim at full size)
+        return photo.convert("P", palette=Image.Palette.ADAPTIVE, colors=8)
+    return photo.convert(mode)
+
+
+@pytest.mark.parametrize(
+    ("fmt", "mode", "orientation"),
+    [
+        ("PNG", "RGB", None),
+        ("JPEG", "RGB", None),
+        ("JPEG", "RGB", 6),
+        ("PNG", "L", None),
+        ("PNG", "RGBA", None),
+        ("PNG", "RGBA", 6),
+        ("PNG", "P", None),
+        ("TIFF", "CMYK", None),
+    ],
+)
 def test_a_big_picture_scaled_down_first_gives_the_same_28x28(
-    fmt: str, monkeypatch: pytest.MonkeyPatch
+    fmt: str, mode: str, orientation: int | None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    data = encode(Image.fromarray(big_product_photo(1800, 1200)), fmt)
+    exif = Image.Exif()
+    if orientation:
+        exif[0x0112] = orientation  # "rotate 90 clockwise to display"
+    data = encode(big_picture(mode), fmt, exif=exif)
     reduced, reduced_inverted = to_model_image(decode_image(data))
     monkeypatch.setattr(models.preprocessing, "REDUCED_SIDE", 10**6)  # full resolution throughout
     full = decode_image(data)
     assert full.size == (1800, 1200)
     full_image, full_inverted = to_model_image(full)
     difference = np.abs(np.asarray(reduced, dtype=int) - np.asarray(full_image, dtype=int))
-    assert reduced_inverted is full_inverted is True
+    assert reduced_inverted is full_inverted is (mode != "RGBA")  # RGBA: light item on black
     assert difference.mean() < 2 and difference.max() <= 40  # edge pixels, filtered differently
+    assert np.asarray(full_image).max() > 40  # the item is there (dark on transparent: 57)
+
+
+def test_a_big_transparent_picture_is_averaged_as_if_composited_onto_black(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Every other column opaque grey, the rest transparent over white: onto black, that is
+    # 200, 0, 200, 0... and averages to 100. Averaging the colours without weighting them by
+    # their alpha would let the hidden white in (about 114).
+    pixels = np.zeros((1000, 1000, 4), dtype=np.uint8)
+    pixels[:, 0::2] = (200, 200, 200, 255)
+    pixels[:, 1::2] = (255, 255, 255, 0)
+    picture = Image.fromarray(pixels, "RGBA")
+    reduced = np.asarray(to_model_image(picture, "false")[0], dtype=int)
+    monkeypatch.setattr(models.preprocessing, "REDUCED_SIDE", 10**6)
+    full = np.asarray(to_model_image(picture, "false")[0], dtype=int)
+    assert abs(full[14, 14] - 100) <= 2
+    assert np.abs(reduced - full).max() <= 2
 
 
 def test_a_big_picture_is_reduced_before_the_rest_of_the_work(monkeypatch: pytest.MonkeyPatch) -> None:
