@@ -102,6 +102,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             config,
             max_queue=settings.max_queue,
             timeout_s=settings.request_timeout_s,
+            decode=predictor.decode,
+            decode_threads=settings.preprocess_threads,
         )
         try:
             await batcher.start()

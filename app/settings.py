@@ -90,7 +90,7 @@ class Settings(BaseSettings):
     # A 28x28 upload decodes in about a tenth of a millisecond, mostly Python holding the
     # GIL: two threads keep decoding off the event loop; more would only contend for it.
     preprocess_threads: int = Field(
-        2, ge=1, le=64, description="threads that decode uploads (with FASHION_INFERENCE_PROCESS=false)"
+        2, ge=1, le=64, description="threads decoding uploads (with the inference process: those over 2 KiB)"
     )
     # One: the model is sized for one thread, and a second would take the core the event
     # loop and the decoding need. Measured on 2 cores, torch's default (one per core) made

@@ -6,10 +6,13 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
@@ -17,10 +20,13 @@ from app import inference_process
 from app.inference_process import WorkerConfig
 from app.lifespan import StartupError
 from app.main import create_app
+from app.predictor import Predictor
 from app.settings import Settings
+from models.preprocessing import InvertMode
 from tests.app.held_forward import SAFETY_S
-from tests.app.images import encode, png_bytes
+from tests.app.images import encode, png_bytes, product_photo
 from tests.app.routes.test_metrics import metric_value
+from tests.app.routes.test_predict import decode_data_url
 from tests.app.routes.test_predict_concurrency import scores, upload, wait_for
 
 
@@ -192,6 +198,61 @@ def test_a_child_that_answers_after_an_idle_spell_is_not_taken_for_a_hung_one(
             os.kill(pid, signal.SIGCONT)
         assert client.post("/predict", files=upload(png_bytes())).status_code == 200
         assert child_pid(client) == pid and batcher.restarts == 0
+
+
+def large_photo() -> bytes:
+    """A 300x400 product photo with some noise: tens of KiB, decoded in the server process."""
+    pixels = product_photo(300, 400).astype(int) + np.random.default_rng(0).integers(-3, 4, (400, 300))
+    data = encode(np.clip(pixels, 0, 255).astype(np.uint8))
+    assert len(data) > inference_process.LARGE_UPLOAD_BYTES
+    return data
+
+
+def test_a_large_upload_is_decoded_in_the_server_and_holds_up_no_one(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    release = threading.Event()
+    decode = Predictor.decode
+    decoded_here: list[int] = []
+
+    def held_decode(
+        self: Predictor, data: bytes, invert: InvertMode = "auto", keep_image: bool = False
+    ) -> Any:
+        # Patched in this (the server's) process only: the child decodes with its own code.
+        if len(data) > inference_process.LARGE_UPLOAD_BYTES:
+            decoded_here.append(len(data))
+            assert release.wait(SAFETY_S)
+        return decode(self, data, invert, keep_image)
+
+    monkeypatch.setattr(Predictor, "decode", held_decode)
+    large = large_photo()
+    with TestClient(create_app(settings)) as client, ThreadPoolExecutor(1) as pool:
+        params = {"include_input": True, "top_k": 10}
+        held = pool.submit(client.post, "/predict", params=params, files=upload(large))
+        small = client.post("/predict", files=upload(png_bytes()))
+        assert small.status_code == 200 and not held.done()  # answered while the large one decodes
+        release.set()
+        response = held.result(SAFETY_S)
+    assert decoded_here == [len(large)]  # by the server process (before the reference below)
+    offline = Predictor.load(settings.model_path, "cpu").classify(large, top_k=10, keep_image=True)
+    body = response.json()
+    assert response.status_code == 200
+    assert body["preprocessing"] == {"original_size": [300, 400], "inverted": offline.inverted}
+    expected = {s.index: s.probability for s in offline.top}
+    for index, probability in scores(response).items():
+        assert probability == pytest.approx(expected[index], abs=1e-5)
+    assert offline.input_image is not None
+    assert np.array_equal(np.asarray(decode_data_url(body["input_image"])), np.asarray(offline.input_image))
+
+
+def test_a_bad_large_upload_is_refused_as_a_small_one_would_be(client: TestClient) -> None:
+    broken = large_photo()[:-100]  # truncated: its last rows are missing
+    single = client.post("/predict", files=upload(broken))
+    assert single.status_code == 400 and "truncated" in single.json()["detail"]
+    files = [("files", ("a.png", png_bytes(), "image/png")), ("files", ("b.png", broken, "image/png"))]
+    batch = client.post("/predict/batch", files=files)
+    assert batch.status_code == 400 and batch.json()["detail"].startswith("files[1] (b.png): ")
+    assert client.post("/predict", files=upload(large_photo())).status_code == 200
 
 
 def test_when_the_child_dies_requests_get_503_and_a_new_child_takes_over(client: TestClient) -> None:
