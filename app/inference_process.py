@@ -366,9 +366,13 @@ class ProcessBatcher:
         try:
             sent: tuple[bytes | _Decoded, ...] = payloads
             if self._decoder is not None and any(len(data) > LARGE_UPLOAD_BYTES for data in payloads):
-                sent = await self._decode_large(payloads, invert, keep_image, many)
-                if job.future.done():  # timed out, or the child died, meanwhile
+                decoding = asyncio.ensure_future(self._decode_here(payloads, invert, keep_image, many))
+                await asyncio.wait((decoding, job.future), return_when=asyncio.FIRST_COMPLETED)
+                if job.future.done():  # timed out (504), or the server is closing (503), meanwhile
+                    decoding.cancel()  # an upload still waiting for a thread is never decoded
+                    decoding.add_done_callback(_retrieve)
                     return await job.future
+                sent = decoding.result()  # or the upload's ImageError / ItemError
                 if self._transport is None:
                     raise InferenceUnavailableError("the inference process is restarting; retry")
             message = _Request(job_id, sent, invert, keep_image, top_k, many, deadline)
@@ -385,16 +389,14 @@ class ProcessBatcher:
             self._jobs.pop(job_id, None)
             self._admitted -= size
 
-    async def _decode_large(
+    async def _decode_here(
         self, payloads: tuple[bytes, ...], invert: InvertMode, keep_image: bool, many: bool
-    ) -> tuple[bytes | _Decoded, ...]:
-        """The large uploads decoded on this process's decoding threads; the rest left to the child."""
+    ) -> tuple[_Decoded, ...]:
+        """A request with a large upload, decoded on this process's decoding threads, in order:
+        all its uploads, so that the first bad one is the one named, as in the child."""
         assert self._decode is not None and self._loop is not None
-        prepared: list[bytes | _Decoded] = []
+        prepared: list[_Decoded] = []
         for index, data in enumerate(payloads):
-            if len(data) <= LARGE_UPLOAD_BYTES:
-                prepared.append(data)
-                continue
             try:
                 item = await self._loop.run_in_executor(self._decoder, self._decode, data, invert, keep_image)
             except ImageError as exc:
@@ -493,7 +495,8 @@ class ProcessBatcher:
         """The child is gone: fail what it held, and start another unless we are closing."""
         self._detach()
         code = self._process.exitcode if self._process is not None else None
-        pending = [job for job in self._jobs.values() if not job.future.done()]
+        # Only what it was sent: a request still decoding here goes to the next child.
+        pending = [job for job in self._jobs.values() if job.sent and not job.future.done()]
         for job in pending:
             job.future.set_exception(InferenceUnavailableError("the inference process stopped; retry"))
         if self._ready is not None and not self._ready.done():

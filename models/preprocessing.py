@@ -178,7 +178,9 @@ def _reduce(image: Image.Image, modes: Sequence[str]) -> Image.Image:
     """A picture in one of ``modes`` scaled down by a whole factor, both sides kept at least
     ``REDUCED_SIDE``, with box averages (cheap, and no aliasing); any other unchanged."""
     factor = min(image.size) // REDUCED_SIDE
-    return image.reduce(factor) if factor >= 2 and image.mode in modes else image
+    if factor < 2 or image.mode not in modes or "transparency" in image.info:
+        return image  # a transparent colour is matched exactly: not after averaging
+    return image.reduce(factor)
 
 
 def to_model_image(image: Image.Image, invert: InvertMode = "auto") -> tuple[Image.Image, bool]:

@@ -208,32 +208,45 @@ def large_photo() -> bytes:
     return data
 
 
+class HeldDecode:
+    """``Predictor.decode`` of this (the server's) process, held for large uploads until
+    released; the child decodes with its own code, unpatched."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.release = threading.Event()
+        self.started = threading.Event()
+        self.finished = threading.Event()  # a held decode has returned (or given up)
+        self.decoded: list[int] = []  # sizes of the large uploads decoded here
+        decode = Predictor.decode
+
+        def held(predictor: Predictor, data: bytes, invert: InvertMode = "auto", keep: bool = False) -> Any:
+            if len(data) <= inference_process.LARGE_UPLOAD_BYTES:
+                return decode(predictor, data, invert, keep)
+            self.decoded.append(len(data))
+            self.started.set()
+            try:
+                assert self.release.wait(SAFETY_S)
+                return decode(predictor, data, invert, keep)
+            finally:
+                self.finished.set()
+
+        monkeypatch.setattr(Predictor, "decode", held)
+
+
 def test_a_large_upload_is_decoded_in_the_server_and_holds_up_no_one(
     settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    release = threading.Event()
-    decode = Predictor.decode
-    decoded_here: list[int] = []
-
-    def held_decode(
-        self: Predictor, data: bytes, invert: InvertMode = "auto", keep_image: bool = False
-    ) -> Any:
-        # Patched in this (the server's) process only: the child decodes with its own code.
-        if len(data) > inference_process.LARGE_UPLOAD_BYTES:
-            decoded_here.append(len(data))
-            assert release.wait(SAFETY_S)
-        return decode(self, data, invert, keep_image)
-
-    monkeypatch.setattr(Predictor, "decode", held_decode)
+    held = HeldDecode(monkeypatch)
     large = large_photo()
     with TestClient(create_app(settings)) as client, ThreadPoolExecutor(1) as pool:
         params = {"include_input": True, "top_k": 10}
-        held = pool.submit(client.post, "/predict", params=params, files=upload(large))
+        pending = pool.submit(client.post, "/predict", params=params, files=upload(large))
+        assert held.started.wait(SAFETY_S)
         small = client.post("/predict", files=upload(png_bytes()))
-        assert small.status_code == 200 and not held.done()  # answered while the large one decodes
-        release.set()
-        response = held.result(SAFETY_S)
-    assert decoded_here == [len(large)]  # by the server process (before the reference below)
+        assert small.status_code == 200 and not pending.done()  # answered while the large one decodes
+        held.release.set()
+        response = pending.result(SAFETY_S)
+    assert held.decoded == [len(large)]  # by the server process (before the reference below)
     offline = Predictor.load(settings.model_path, "cpu").classify(large, top_k=10, keep_image=True)
     body = response.json()
     assert response.status_code == 200
@@ -243,6 +256,44 @@ def test_a_large_upload_is_decoded_in_the_server_and_holds_up_no_one(
         assert probability == pytest.approx(expected[index], abs=1e-5)
     assert offline.input_image is not None
     assert np.array_equal(np.asarray(decode_data_url(body["input_image"])), np.asarray(offline.input_image))
+
+
+def test_a_large_upload_still_decoding_at_its_timeout_gets_504_on_time(
+    tiny_checkpoint: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    held = HeldDecode(monkeypatch)
+    settings = Settings(model_path=tiny_checkpoint, device="cpu", request_timeout_s=0.5)
+    with TestClient(create_app(settings)) as client:
+        try:
+            response = client.post("/predict", files=upload(large_photo()))
+            assert not held.finished.is_set()  # answered while its decode is still held
+        finally:
+            held.release.set()
+        assert response.status_code == 504
+        assert client.app.state.service.batcher.depth == 0  # type: ignore[attr-defined]
+        assert client.post("/predict", files=upload(png_bytes())).status_code == 200
+
+
+def test_a_large_upload_decoding_when_the_child_dies_is_served_by_the_next(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    held = HeldDecode(monkeypatch)
+    with TestClient(create_app(settings)) as client, ThreadPoolExecutor(1) as pool:
+        batcher = client.app.state.service.batcher  # type: ignore[attr-defined]
+        first = child_pid(client)
+        pending = pool.submit(client.post, "/predict", files=upload(large_photo()))
+        assert held.started.wait(SAFETY_S)
+        os.kill(first, signal.SIGKILL)  # the child never had it: it waits for the next one
+        wait_for(lambda: batcher.pid not in (None, first) and batcher.ready)
+        held.release.set()
+        assert pending.result(SAFETY_S).status_code == 200
+
+
+def test_a_batch_names_its_first_bad_file_whatever_their_sizes(client: TestClient) -> None:
+    broken = large_photo()[:-100]
+    files = [("files", ("a.png", b"not an image", "image/png")), ("files", ("b.png", broken, "image/png"))]
+    batch = client.post("/predict/batch", files=files)
+    assert batch.status_code in (400, 415) and batch.json()["detail"].startswith("files[0] (a.png): ")
 
 
 def test_a_bad_large_upload_is_refused_as_a_small_one_would_be(client: TestClient) -> None:

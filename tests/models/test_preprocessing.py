@@ -129,7 +129,7 @@ def test_a_big_picture_scaled_down_first_gives_the_same_28x28(
     assert full.size == (1800, 1200)
     full_image, full_inverted = to_model_image(full)
     difference = np.abs(np.asarray(reduced, dtype=int) - np.asarray(full_image, dtype=int))
-    assert reduced_inverted is full_inverted is (mode != "RGBA")  # RGBA: light item on black
+    assert reduced_inverted is full_inverted is (mode != "RGBA")  # RGBA: the item on black
     assert difference.mean() < 2 and difference.max() <= 40  # edge pixels, filtered differently
     assert np.asarray(full_image).max() > 40  # the item is there (dark on transparent: 57)
 
@@ -149,6 +149,20 @@ def test_a_big_transparent_picture_is_averaged_as_if_composited_onto_black(
     full = np.asarray(to_model_image(picture, "false")[0], dtype=int)
     assert abs(full[14, 14] - 100) <= 2
     assert np.abs(reduced - full).max() <= 2
+
+
+def test_a_big_picture_with_a_transparent_colour_is_matched_before_it_is_averaged(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The background colour is transparent (a tRNS chunk): averaged first, the item's edges
+    # would blend into colours that no longer match it, and show as a halo.
+    pixels = np.full((1000, 1000, 3), 240, dtype=np.uint8)
+    pixels[333:667, 401:599] = (40, 60, 90)  # edges off the 4-pixel grid of the reduction
+    data = encode(Image.fromarray(pixels), "PNG", transparency=(240, 240, 240))
+    reduced = np.asarray(to_model_image(decode_image(data))[0], dtype=int)
+    monkeypatch.setattr(models.preprocessing, "REDUCED_SIDE", 10**6)
+    full = np.asarray(to_model_image(decode_image(data))[0], dtype=int)
+    assert np.abs(reduced - full).max() <= 10  # 26 when the colours were averaged first
 
 
 def test_a_big_picture_is_reduced_before_the_rest_of_the_work(monkeypatch: pytest.MonkeyPatch) -> None:
