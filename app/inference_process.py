@@ -84,10 +84,9 @@ class WorkerConfig:
 class _Decoded(NamedTuple):
     """An upload the server process decoded, as it crosses the pipe."""
 
-    pixels: bytes  # 28x28, uint8, not yet normalised
+    pixels: bytes  # 28x28, uint8, not yet normalised: also the picture kept for include_input
     original_size: tuple[int, int]
     inverted: bool
-    image: bytes | None  # the same pixels as a picture, when the client asked for it
 
 
 class _Request(NamedTuple):
@@ -172,7 +171,7 @@ def _decode(
             return 0  # already answered 504 (or about to be): no one is waiting for the work
         try:
             if isinstance(data, _Decoded):
-                decoded.append(_model_input(data))
+                decoded.append(_model_input(data, request.keep_image))
             else:
                 decoded.append(predictor.decode(data, request.invert, request.keep_image))
         except ImageError as exc:
@@ -185,9 +184,14 @@ def _decode(
     return len(decoded)
 
 
-def _model_input(item: _Decoded) -> ModelInput:
+def _picture(pixels: bytes) -> Image.Image:
+    """28x28 uint8 pixels, as they cross the pipe either way, as the picture the network saw."""
+    return Image.frombytes("L", (INPUT_SIZE, INPUT_SIZE), pixels)
+
+
+def _model_input(item: _Decoded, keep_image: bool) -> ModelInput:
     tensor = torch.frombuffer(bytearray(item.pixels), dtype=torch.uint8).view(1, INPUT_SIZE, INPUT_SIZE)
-    image = Image.frombytes("L", (INPUT_SIZE, INPUT_SIZE), item.image) if item.image is not None else None
+    image = _picture(item.pixels) if keep_image else None
     return ModelInput(tensor=tensor, original_size=item.original_size, inverted=item.inverted, image=image)
 
 
@@ -401,8 +405,7 @@ class ProcessBatcher:
                 item = await self._loop.run_in_executor(self._decoder, self._decode, data, invert, keep_image)
             except ImageError as exc:
                 raise (ItemError(index, exc) if many else exc) from None
-            image = item.image.tobytes() if item.image is not None else None
-            prepared.append(_Decoded(item.tensor.numpy().tobytes(), item.original_size, item.inverted, image))
+            prepared.append(_Decoded(item.tensor.numpy().tobytes(), item.original_size, item.inverted))
         return tuple(prepared)
 
     def _expire(self, future: asyncio.Future[list[Prediction]]) -> None:
@@ -481,8 +484,7 @@ class ProcessBatcher:
     ) -> Prediction:
         names = self.classes
         top = [ScoredClass(i, names[i], p) for i, p in zip(indices, probabilities, strict=True)]
-        image = Image.frombytes("L", (INPUT_SIZE, INPUT_SIZE), pixels) if pixels is not None else None
-        return Prediction(top, original_size, inverted, image)
+        return Prediction(top, original_size, inverted, _picture(pixels) if pixels is not None else None)
 
     def _record(self, stats: dict[str, list[float]]) -> None:
         for wait in stats["queue_wait_s"]:
