@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import io
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -18,6 +18,15 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 INPUT_SIZE = 28
 DEFAULT_MAX_PIXELS = 16_000_000
+# The formats read, and the only ones Pillow is allowed to parse: every other format (ICO,
+# PSD, EPS, ...) is refused from its first bytes, before a parser that may decode a whole
+# embedded picture while merely opening the file (an ICO's PNG entry) ever runs.
+FORMATS = ("PNG", "JPEG", "WEBP", "BMP", "GIF", "TIFF")
+FORMAT_NAMES = "PNG, JPEG, WebP, BMP, GIF or TIFF"
+# A progressive JPEG's decoding cost grows with its scans times its pixels, and one scan
+# can be repeated at will: encoders write at most about a dozen (libjpeg's progression: 10
+# for colour), so a file with more was made to be costly.
+MAX_JPEG_SCANS = 32
 InvertMode = Literal["auto", "true", "false"]
 INVERT_MODES: tuple[str, ...] = ("auto", "true", "false")
 
@@ -59,6 +68,17 @@ class ImageTooLargeError(ImageError):
     """More pixels than allowed (a decompression bomb, or just too big)."""
 
 
+class UnsupportedImageError(NotAnImageError):
+    """An image format this service does not read (ICO, PSD, EPS, ...): never parsed."""
+
+
+class ImageTooCostlyError(ImageError):
+    """An image whose decoding would take more CPU time or memory than one upload may."""
+
+
+TOO_MUCH_MEMORY = "the image is too costly to decode: it needs too much memory"
+
+
 @dataclass(frozen=True)
 class Preprocessed:
     """A network input and what was done to produce it."""
@@ -88,23 +108,54 @@ def _sniff_non_image(data: bytes) -> str | None:
     return None
 
 
+def _other_format(data: bytes) -> str | None:
+    """The name of an image format Pillow knows but this service does not read, judged from
+    the first bytes only by each format's own signature check; None if none claims them."""
+    Image.init()
+    prefix = data[:16]
+    for name, (_, accept) in Image.OPEN.items():
+        if name in FORMATS or accept is None:
+            continue
+        with contextlib.suppress(Exception):
+            if accept(prefix):
+                return name
+    return None
+
+
+def _jpeg_scans(data: bytes) -> int:
+    # Entropy-coded data stuffs every 0xFF byte with 0x00, so a start-of-scan marker
+    # cannot occur inside it: counting them is exact, but for an embedded thumbnail's.
+    return data.count(b"\xff\xda") if data.startswith(b"\xff\xd8") else 0
+
+
 def open_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
-    """Read the header of uploaded bytes with Pillow and check the pixel limit; no pixel is decoded yet."""
+    """Read the header of uploaded bytes with Pillow and check the pixel limit; no pixel is decoded yet.
+
+    Only the formats in ``FORMATS`` are parsed. Errors are raised without their cause, so a
+    failed upload leaves nothing referenced behind it.
+    """
     if not data:
         raise EmptyImageError("the file is empty")
+    error: ImageError | None = None
     try:
         # Pillow warns above 89M pixels and raises above 179M; our own, lower limit is
         # checked right below, from the header, before any pixel is decoded.
-        image = Image.open(io.BytesIO(data))
+        image = Image.open(io.BytesIO(data), formats=FORMATS)
     except (UnidentifiedImageError, Image.DecompressionBombError) as exc:
         kind = _sniff_non_image(data)
+        other = None if kind is not None else _other_format(data)
         if kind is not None:
-            raise NotAnImageError(f"the file is {kind}, not an image") from exc
-        if isinstance(exc, Image.DecompressionBombError):
-            raise ImageTooLargeError(f"the image has more than {max_pixels} pixels") from exc
-        raise CorruptImageError("the file is not a decodable image") from exc
-    except Exception as exc:  # Pillow raises many types on hostile headers
-        raise CorruptImageError("the file is not a decodable image") from exc
+            error = NotAnImageError(f"the file is {kind}, not an image")
+        elif other is not None:
+            error = UnsupportedImageError(f"the file is {other}, an image format this service does not read")
+        elif isinstance(exc, Image.DecompressionBombError):
+            error = ImageTooLargeError(f"the image has more than {max_pixels} pixels")
+        else:
+            error = CorruptImageError("the file is not a decodable image")
+    except Exception:  # Pillow raises many types on hostile headers
+        error = CorruptImageError("the file is not a decodable image")
+    if error is not None:
+        raise error
     width, height = image.size
     if width * height > max_pixels:
         raise ImageTooLargeError(
@@ -112,6 +163,11 @@ def open_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image
         )
     if width < 1 or height < 1:
         raise CorruptImageError("the image has no pixels")
+    scans = _jpeg_scans(data) if image.format in ("JPEG", "MPO") else 0
+    if scans > MAX_JPEG_SCANS:
+        raise ImageTooCostlyError(
+            f"the image is too costly to decode: a JPEG of {scans} scans (at most {MAX_JPEG_SCANS})"
+        )
     return image
 
 
@@ -125,9 +181,17 @@ def load_image(image: Image.Image) -> Image.Image:
     try:
         image.draft(None, (REDUCED_SIDE, REDUCED_SIDE))  # a no-op for other formats
         image.load()
-    except Exception as exc:
-        raise CorruptImageError("the image is truncated or damaged") from exc
-    return image
+    except MemoryError:
+        failed: ImageError = ImageTooCostlyError(
+            "the image is too costly to decode: it needs too much memory"
+        )
+    except Exception:
+        failed = CorruptImageError("the image is truncated or damaged")
+    else:
+        return image
+    # Raised here, outside the handler: the traceback of Pillow's error (and the half-decoded
+    # pixels its frames hold) is gone already.
+    raise failed
 
 
 def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
@@ -206,6 +270,35 @@ def to_model_image(image: Image.Image, invert: InvertMode = "auto") -> tuple[Ima
     canvas = Image.new("L", (INPUT_SIZE, INPUT_SIZE), 0)
     canvas.paste(fitted, ((INPUT_SIZE - fitted.width) // 2, (INPUT_SIZE - fitted.height) // 2))
     return canvas, inverted
+
+
+def decode_upload(
+    data: bytes,
+    invert: InvertMode = "auto",
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    check: Callable[[Image.Image], None] | None = None,
+) -> tuple[Image.Image, tuple[int, int], bool]:
+    """Uploaded bytes to the 28x28 picture the network sees, the upload's size, and whether
+    it was inverted; any failure is an ImageError. ``check`` sees the opened header before
+    any pixel is decoded, and may raise to stop there."""
+    if invert not in INVERT_MODES:
+        raise ValueError(f"invert must be one of {', '.join(INVERT_MODES)}, not {invert!r}")
+    image = open_image(data, max_pixels)
+    if check is not None:
+        check(image)
+    original_size = image.size  # before a big JPEG is decoded at a reduced scale
+    image = load_image(image)
+    try:
+        model_image, inverted = to_model_image(image, invert)
+    except MemoryError:
+        failed: ImageError = ImageTooCostlyError(
+            "the image is too costly to decode: it needs too much memory"
+        )
+    except Exception:  # a mode Pillow decodes but cannot convert (CIELAB, for one)
+        failed = CorruptImageError(f"the image's {image.mode} pixels cannot be converted to grayscale")
+    else:
+        return model_image, original_size, inverted
+    raise failed
 
 
 def pixels_to_tensor(image: Image.Image) -> torch.Tensor:
