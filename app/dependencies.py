@@ -8,8 +8,7 @@ from typing import Annotated, Literal
 
 from fastapi import Depends, HTTPException, Request
 
-from app.batching import Batcher
-from app.inference_process import ProcessBatcher
+from app.inference.protocol import Engine
 from app.metrics import Metrics
 from app.predictor import Predictor
 from app.settings import Settings
@@ -19,14 +18,14 @@ NOT_LOADED = "the model is not loaded"
 
 @dataclass
 class ServiceState:
-    """What the lifespan sets up: settings (read there unless given), the predictor, its
-    batcher, metrics."""
+    """What the lifespan sets up: settings (read there unless given), the predictor, the
+    inference engine, metrics."""
 
     settings: Settings | None
     metrics: Metrics = field(default_factory=Metrics)
     status: Literal["loading", "ok", "error"] = "loading"
     predictor: Predictor | None = None
-    batcher: Batcher | ProcessBatcher | None = None
+    engine: Engine | None = None
     started_at: float = field(default_factory=time.monotonic)
 
     def upload_limit(self) -> int:
@@ -78,16 +77,16 @@ class Serving:
     event loop time on every request, and the loop is what limits a worker's throughput."""
 
     predictor: Predictor
-    batcher: Batcher | ProcessBatcher
+    engine: Engine
     metrics: Metrics
     settings: Settings
 
 
 async def get_serving(request: Request) -> Serving:
     state = service_state(request)
-    if state.batcher is None or state.predictor is None:
+    if state.engine is None or state.predictor is None:
         raise HTTPException(503, detail=NOT_LOADED)
-    return Serving(state.predictor, state.batcher, state.metrics, loaded_settings(state))
+    return Serving(state.predictor, state.engine, state.metrics, loaded_settings(state))
 
 
 StateDep = Annotated[ServiceState, Depends(get_state)]

@@ -13,7 +13,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.batching import InferenceTimeoutError, InferenceUnavailableError, QueueFullError
+from app.inference.protocol import InferenceTimeoutError, InferenceUnavailableError, QueueFullError
 from app.schemas import ErrorResponse
 from models.preprocessing import ImageError, NotAnImageError
 
@@ -25,7 +25,8 @@ INTERNAL_ERROR = "internal server error"
 # status: (when, an example detail)
 _ERRORS: dict[int, tuple[str, str]] = {
     400: (
-        "The upload is empty, not a decodable image, truncated, or over the pixel limit",
+        "The upload is empty, not a decodable image, truncated, over the pixel limit, or too costly to "
+        "decode (its CPU time or memory budget)",
         "the file is empty",
     ),
     401: (
@@ -38,7 +39,8 @@ _ERRORS: dict[int, tuple[str, str]] = {
     ),
     413: ("The request body is larger than the upload limit", "the upload is larger than 10485760 bytes"),
     415: (
-        "The file is a known non-image type (PDF, SVG, HTML, JSON, text)",
+        "The file is a known non-image type (PDF, SVG, HTML, JSON, text), or an image format the "
+        "service does not read (ICO, PSD, EPS, ...)",
         f"the file is PDF, not an image; send a {SUPPORTED_FORMATS} image",
     ),
     422: (

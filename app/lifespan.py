@@ -13,9 +13,12 @@ import torch
 from fastapi import FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.batching import Batcher
 from app.dependencies import ServiceState
-from app.inference_process import ProcessBatcher, WorkerConfig
+from app.inference.decoders import DecoderLimits, DecoderPool
+from app.inference.engine import InferenceEngine
+from app.inference.hosts import ProcessHost, ThreadHost, mp_context
+from app.inference.supervisor import WorkerHost
+from app.inference.worker import Worker, WorkerConfig
 from app.predictor import DeviceError, Predictor
 from app.settings import SettingsError, load_settings
 from models.checkpoint import CheckpointError
@@ -43,7 +46,7 @@ def configure_logging(level: str) -> None:
 
 
 def configure_threads(torch_threads: int) -> None:
-    """Thread settings for a process that decodes, batches and infers on separate threads."""
+    """Thread settings for the server process (and the inference worker, when it is a thread)."""
     if torch_threads:
         torch.set_num_threads(torch_threads)
     # Torch releases the GIL inside each operator and takes it back between them; while
@@ -84,7 +87,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         raise StartupError(f"cannot start: {exc}") from None
     state.metrics.set_model(predictor)
     settings = state.settings
-    batcher: Batcher | ProcessBatcher
+    max_wait_s = settings.max_batch_wait_ms / 1000
+    host: WorkerHost
     if settings.inference_process:
         config = WorkerConfig(
             model_path=str(settings.model_path),
@@ -93,34 +97,29 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             flip_average=settings.flip_average,
             torch_threads=settings.torch_threads,
             max_batch_size=settings.max_batch_size,
-            max_wait_s=settings.max_batch_wait_ms / 1000,
+            max_wait_s=max_wait_s,
             version=predictor.version,
         )
-        batcher = ProcessBatcher(
-            predictor.classes,
-            state.metrics,
-            config,
-            max_queue=settings.max_queue,
-            timeout_s=settings.request_timeout_s,
-            decode=predictor.decode,
-            decode_threads=settings.preprocess_threads,
-        )
-        try:
-            await batcher.start()
-        except CheckpointError as exc:
-            state.status = "error"
-            raise StartupError(f"cannot start: {exc}") from None
+        host = ProcessHost(config)
     else:
-        batcher = Batcher(
-            predictor,
-            state.metrics,
-            max_batch_size=settings.max_batch_size,
-            max_wait_s=settings.max_batch_wait_ms / 1000,
-            max_queue=settings.max_queue,
-            timeout_s=settings.request_timeout_s,
-            preprocess_threads=settings.preprocess_threads,
-        )
-    state.predictor, state.batcher = predictor, batcher
+        host = ThreadHost(lambda: Worker(predictor, settings.max_batch_size, max_wait_s))
+    limits = DecoderLimits(
+        settings.decode_cpu_s, settings.decode_memory_mb * 2**20, settings.max_image_pixels
+    )
+    engine = InferenceEngine(
+        predictor.classes,
+        state.metrics,
+        host,
+        DecoderPool(settings.decode_processes, limits, mp_context()),
+        max_queue=settings.max_queue,
+        timeout_s=settings.request_timeout_s,
+    )
+    try:
+        await engine.start()
+    except CheckpointError as exc:
+        state.status = "error"
+        raise StartupError(f"cannot start: {exc}") from None
+    state.predictor, state.engine = predictor, engine
     # What start-up loaded (torch, the app, the model: some 220,000 objects) lives as long
     # as the process. Frozen, the garbage collector's full passes under load skip it.
     # Measured here at concurrency 64: without it those passes added about 0.7 s of pauses
@@ -133,8 +132,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         yield
     finally:
         logger.info("shutting down")
-        state.batcher = None
-        await batcher.aclose()  # what is queued (or held by the inference process) is answered first
+        state.engine = None
+        await engine.aclose()  # what the worker holds is answered first
         gc.unfreeze()  # collectable again, for a process that goes on (tests start many apps)
 
 

@@ -39,7 +39,7 @@ class Metrics:
             registry=self.registry,
         )
         self.model = Info("fashion_model", "The model being served", registry=self.registry)
-        # Dynamic batching (app/batching.py): how full the forward passes are, and where time goes.
+        # Dynamic batching (app/inference/batching.py): how full the forward passes are, and where time goes.
         self.batch_size = Histogram(
             "fashion_batch_size",
             "Images per forward pass",

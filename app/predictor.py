@@ -15,7 +15,7 @@ image on the decoding threads, where every one of them holds the GIL the event l
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -30,11 +30,9 @@ from models.preprocessing import (
     ImageError,
     InvertMode,
     Preprocessed,
-    load_image,
+    decode_upload,
     normalize,
-    open_image,
     pixels_to_tensor,
-    to_model_image,
 )
 
 
@@ -155,13 +153,18 @@ class Predictor:
                 f"but the checkpoint names {len(self.classes)} classes"
             )
 
-    def decode(self, data: bytes, invert: InvertMode = "auto", keep_image: bool = False) -> ModelInput:
-        """Uploaded bytes to 1x28x28 uint8 pixels, not yet normalised; raises an ImageError subclass."""
-        image = open_image(data, self.max_image_pixels)
-        original_size = image.size  # before a big JPEG is decoded at a reduced scale
-        image = load_image(image)
-        # models.preprocessing.preprocess step by step, to keep the 28x28 image it passes through.
-        model_image, inverted = to_model_image(image, invert)
+    def decode(
+        self,
+        data: bytes,
+        invert: InvertMode = "auto",
+        keep_image: bool = False,
+        check: Callable[[Image.Image], None] | None = None,
+    ) -> ModelInput:
+        """Uploaded bytes to 1x28x28 uint8 pixels, not yet normalised; raises an ImageError subclass.
+
+        ``check`` sees the opened header before any pixel is decoded, and may raise to stop there.
+        """
+        model_image, original_size, inverted = decode_upload(data, invert, self.max_image_pixels, check)
         pixels = pixels_to_tensor(model_image).unsqueeze(0)
         kept = model_image if keep_image else None
         return ModelInput(tensor=pixels, original_size=original_size, inverted=inverted, image=kept)

@@ -58,7 +58,7 @@ class Settings(BaseSettings):
         "(unset: as the checkpoint says; false halves the compute and loses some accuracy)",
     )
     max_batch_files: int = Field(64, ge=1, description="most files in one /predict/batch request")
-    # Dynamic batching (app/batching.py). 32 images of 28x28 make a forward pass that
+    # Dynamic batching (app/inference/batching.py). 32 images of 28x28 make a forward pass that
     # amortises the per-call overhead without making the batch's last image wait long.
     max_batch_size: int = Field(32, ge=1, le=4096, description="most images in one forward pass")
     # The wait applies only while other requests are mid-preprocessing: a request that
@@ -80,17 +80,25 @@ class Settings(BaseSettings):
         le=3600,
         description="after SIGTERM, longest fashion-serve waits for requests in flight, then cancels them",
     )
-    # In one process the event loop, the decoding and the inference take turns on one GIL;
-    # measured on 2 cores at concurrency 64, a process of their own for decoding and
-    # inference served 879 requests/s against 493 (app/inference_process.py).
+    # In one process the event loop and the inference take turns on one GIL; measured on
+    # 2 cores at concurrency 64, a worker process of its own served 879 requests/s against 493.
     inference_process: bool = Field(
         True,
-        description="decode and infer in a child process (true), or in threads of the server process",
+        description="run the inference worker in a child process (true), or in a thread of the server",
     )
-    # A 28x28 upload decodes in about a tenth of a millisecond, mostly Python holding the
-    # GIL: two threads keep decoding off the event loop; more would only contend for it.
-    preprocess_threads: int = Field(
-        2, ge=1, le=64, description="threads decoding uploads (with the inference process: those over 2 KiB)"
+    # Uploads bigger than a thumbnail are decoded in processes of their own, each under the
+    # two budgets below: no upload can hold the server's memory or burn its CPU.
+    decode_processes: int = Field(
+        2, ge=1, le=64, description="processes decoding uploads bigger than 2 KiB, each one at a time"
+    )
+    # The largest legitimate picture (16 MP, the pixel limit) decodes in well under this;
+    # a file built to be costly is stopped here, and answered 400.
+    decode_cpu_s: float = Field(
+        1.0, gt=0, le=60, description="CPU time one upload may take to decode; beyond it, 400"
+    )
+    # A 16 MP RGBA picture takes 64 MiB decoded, and its conversions a few times that.
+    decode_memory_mb: int = Field(
+        512, ge=64, le=65536, description="memory one decoding process may add while decoding; beyond it, 400"
     )
     # One: the model is sized for one thread, and a second would take the core the event
     # loop and the decoding need. Measured on 2 cores, torch's default (one per core) made

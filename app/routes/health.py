@@ -36,7 +36,7 @@ RESTARTING = "the inference process stopped and is restarting"
 )
 async def read_health(state: StateDep) -> HealthResponse | JSONResponse:
     """Readiness: 200 once the model is loaded and warmed up, 503 before or after a failure."""
-    restarting = state.batcher is not None and not state.batcher.ready
+    restarting = state.engine is not None and not state.engine.ready
     if state.status == "ok" and state.predictor is not None and not restarting:
         return HealthResponse(
             status="ok",

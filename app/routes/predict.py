@@ -53,9 +53,9 @@ async def predict_image(
     await refuse_extra_files(request)
     data = await file.read()
     try:
-        # Decoding (a thread pool) and inference (the batcher's thread) run off the event
-        # loop, so /health still answers; concurrent requests share forward passes.
-        prediction = await serving.batcher.classify(data, top_k, invert, include_input)
+        # Decoding and inference run off the event loop (app.inference), so /health still
+        # answers; concurrent requests share forward passes.
+        prediction = await serving.engine.classify(data, top_k, invert, include_input)
     except ImageError as exc:
         raise image_error(exc) from None
     serving.metrics.count_predictions([prediction])
@@ -98,7 +98,7 @@ async def predict_batch(
         raise HTTPException(400, detail=f"too many files: {len(files)}; at most {limit}")
     payloads = [await upload.read() for upload in files]
     try:
-        predictions = await serving.batcher.classify_many(payloads, top_k, invert)
+        predictions = await serving.engine.classify_many(payloads, top_k, invert)
     except ItemError as exc:
         name = _short_name(files[exc.index].filename)
         raise image_error(exc.error, prefix=f"files[{exc.index}] {name}: ", batch=True) from None

@@ -12,15 +12,15 @@ SAFETY_S = 30  # only ever reached when the code under test is broken
 
 
 class HeldForward:
-    """Replaces predict_batch: records each batch's size; the first call waits for ``release``."""
+    """Replaces Predictor.predict: records each batch's size; the first call waits for ``release``."""
 
     def __init__(self, predictor: Predictor) -> None:
-        self.inner = predictor.predict_batch
+        self.inner = predictor.predict
         self.sizes: list[int] = []
         self.started, self.release = threading.Event(), threading.Event()
 
-    def __call__(self, tensors: list[torch.Tensor]) -> list[torch.Tensor]:
-        self.sizes.append(len(tensors))
+    def __call__(self, batch: torch.Tensor) -> torch.Tensor:
+        self.sizes.append(len(batch))
         self.started.set()
         self.release.wait(SAFETY_S)
-        return self.inner(tensors)
+        return self.inner(batch)

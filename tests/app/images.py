@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import io
 import struct
 import zlib
 
 import numpy as np
+from PIL import Image
 
 # The corpus's helper, re-exported: the tests and the corpus encode images one way.
 from bench.bad_images import encode as encode
@@ -51,3 +53,20 @@ PDF = b"%PDF-1.4\n1 0 obj << /Type /Catalog >> endobj\ntrailer << /Root 1 0 R >>
 SVG = b'<?xml version="1.0"?>\n<svg xmlns="http://www.w3.org/2000/svg" width="28" height="28"></svg>\n'
 TEXT = b"a shirt, size M, colour blue\n"
 GARBAGE = bytes(range(256)) * 8
+
+
+def jpeg_with_scans(scans: int, size: int = 64) -> bytes:
+    """A progressive JPEG whose last scan is repeated until the file holds ``scans`` scans:
+    what a file built to be costly to decode looks like (libjpeg warns, and decodes it)."""
+    buffer = io.BytesIO()
+    Image.fromarray(fashion_like(size)).save(buffer, "JPEG", progressive=True, quality=90)
+    data = buffer.getvalue()
+    last, end = data.rindex(b"\xff\xda"), data.rindex(b"\xff\xd9")
+    extra = scans - data.count(b"\xff\xda")
+    return data[:end] + data[last:end] * max(extra, 0) + data[end:]
+
+
+def ico_bytes(size: int = 32) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(fashion_like(size)).save(buffer, "ICO", sizes=[(size, size)])
+    return buffer.getvalue()

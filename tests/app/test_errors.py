@@ -20,8 +20,8 @@ def test_an_unexpected_error_is_logged_and_answered_with_a_generic_500(
         def broken(*args: object) -> None:
             raise RuntimeError("CUDA error at /opt/secret/kernel.cu:12")
 
-        # The forward pass runs on the batcher's thread; its error must still reach the route.
-        monkeypatch.setattr(predictor, "predict_batch", broken)
+        # The forward pass runs on the inference worker's thread; its error must still reach the route.
+        monkeypatch.setattr(predictor, "predict", broken)
         with caplog.at_level(logging.ERROR, logger="app"):
             response = client.post("/predict", files={"file": ("a.png", png_bytes(), "image/png")})
         assert response.status_code == 500

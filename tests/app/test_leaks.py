@@ -141,7 +141,7 @@ def test_the_documents_and_the_model_description_leak_nothing(
     assert tiny_checkpoint.name not in client.get("/model").text
 
 
-@pytest.mark.parametrize("where", ["predict_batch", "decode"])
+@pytest.mark.parametrize("where", ["predict", "decode"])
 def test_an_internal_error_is_a_bare_500_whatever_its_message(
     strict_client: Any, tiny_checkpoint: Path, monkeypatch: pytest.MonkeyPatch, where: str
 ) -> None:
@@ -153,7 +153,7 @@ def test_an_internal_error_is_a_bare_500_whatever_its_message(
     def broken(*args: object, **kwargs: object) -> None:
         raise RuntimeError(secret)
 
-    # The forward pass runs on the batcher's thread, decoding in its pool: both must reach the route.
+    # Decoding and the forward pass run in the inference worker: both errors must reach the route.
     monkeypatch.setattr(app.state.service.predictor, where, broken)
     for response in (
         client.post("/predict", files=upload(png_bytes())),
@@ -171,13 +171,13 @@ def test_a_timeout_leaks_nothing(tiny_checkpoint: Path, monkeypatch: pytest.Monk
     )
     with TestClient(app) as client:
         predictor = app.state.service.predictor
-        slow_forward = predictor.predict_batch
+        slow_forward = predictor.predict
 
         def slow(*args: Any) -> Any:
             time.sleep(0.3)
             return slow_forward(*args)
 
-        monkeypatch.setattr(predictor, "predict_batch", slow)
+        monkeypatch.setattr(predictor, "predict", slow)
         response = client.post("/predict", files=upload(png_bytes()))
     assert response.status_code == 504
     assert leaks(response, tiny_checkpoint.parent) == []

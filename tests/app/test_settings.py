@@ -73,16 +73,20 @@ def test_batching_settings_have_the_documented_defaults_and_read_the_environment
 ) -> None:
     defaults = load_settings()
     assert (defaults.max_batch_size, defaults.max_batch_wait_ms, defaults.max_queue) == (32, 2.0, 1024)
-    assert (defaults.request_timeout_s, defaults.preprocess_threads, defaults.torch_threads) == (30.0, 2, 1)
+    assert (defaults.request_timeout_s, defaults.decode_processes, defaults.torch_threads) == (30.0, 2, 1)
+    assert (defaults.decode_cpu_s, defaults.decode_memory_mb) == (1.0, 512)
     monkeypatch.setenv("FASHION_MAX_BATCH_SIZE", "8")
     monkeypatch.setenv("FASHION_MAX_BATCH_WAIT_MS", "0.5")
     monkeypatch.setenv("FASHION_MAX_QUEUE", "64")
     monkeypatch.setenv("FASHION_REQUEST_TIMEOUT_S", "5")
-    monkeypatch.setenv("FASHION_PREPROCESS_THREADS", "4")
+    monkeypatch.setenv("FASHION_DECODE_PROCESSES", "4")
+    monkeypatch.setenv("FASHION_DECODE_CPU_S", "0.25")
+    monkeypatch.setenv("FASHION_DECODE_MEMORY_MB", "256")
     monkeypatch.setenv("FASHION_TORCH_THREADS", "0")
     settings = load_settings()
     assert (settings.max_batch_size, settings.max_batch_wait_ms, settings.max_queue) == (8, 0.5, 64)
-    assert (settings.request_timeout_s, settings.preprocess_threads, settings.torch_threads) == (5.0, 4, 0)
+    assert (settings.request_timeout_s, settings.decode_processes, settings.torch_threads) == (5.0, 4, 0)
+    assert (settings.decode_cpu_s, settings.decode_memory_mb) == (0.25, 256)
 
 
 @pytest.mark.parametrize(
@@ -93,7 +97,9 @@ def test_batching_settings_have_the_documented_defaults_and_read_the_environment
         ("FASHION_MAX_BATCH_WAIT_MS", "5000", "less than or equal to 1000"),
         ("FASHION_MAX_QUEUE", "10", "less than FASHION_MAX_BATCH_FILES (64)"),
         ("FASHION_REQUEST_TIMEOUT_S", "0", "greater than 0"),
-        ("FASHION_PREPROCESS_THREADS", "0", "greater than or equal to 1"),
+        ("FASHION_DECODE_PROCESSES", "0", "greater than or equal to 1"),
+        ("FASHION_DECODE_CPU_S", "0", "greater than 0"),
+        ("FASHION_DECODE_MEMORY_MB", "16", "greater than or equal to 64"),
         ("FASHION_TORCH_THREADS", "-1", "greater than or equal to 0"),
     ],
 )

@@ -1,28 +1,28 @@
-"""Decoding and inference in a child process (the default): same answers, same errors, and
-the service survives the child's death. No test measures time."""
+"""The inference worker in a child process (the default): same answers, same errors, and
+the service survives the worker's death, hang or freeze; large uploads go through the
+decoders without holding anyone up. No test measures time."""
 
 from __future__ import annotations
 
 import contextlib
 import os
 import signal
-import threading
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from app import inference_process
-from app.inference_process import WorkerConfig
+from app.inference import supervisor
+from app.inference.worker import INLINE_MAX_BYTES, WorkerConfig
 from app.lifespan import StartupError
 from app.main import create_app
 from app.predictor import Predictor
 from app.settings import Settings
-from models.preprocessing import InvertMode
 from tests.app.held_forward import SAFETY_S
 from tests.app.images import encode, png_bytes, product_photo
 from tests.app.routes.test_metrics import metric_value
@@ -31,7 +31,7 @@ from tests.app.routes.test_predict_concurrency import scores, upload, wait_for
 
 
 def child_pid(client: TestClient) -> int:
-    pid = client.app.state.service.batcher.pid  # type: ignore[attr-defined]
+    pid = client.app.state.service.engine.pid  # type: ignore[attr-defined]
     assert pid is not None and pid != os.getpid()
     return int(pid)
 
@@ -96,20 +96,20 @@ def test_errors_batches_and_the_input_image_cross_the_process_boundary(client: T
 def test_a_full_queue_answers_503_and_the_held_request_is_answered_later(tiny_checkpoint: Path) -> None:
     settings = Settings(model_path=tiny_checkpoint, device="cpu", max_queue=1, max_batch_files=1)
     with TestClient(create_app(settings)) as client:
-        batcher = client.app.state.service.batcher  # type: ignore[attr-defined]
+        engine = client.app.state.service.engine  # type: ignore[attr-defined]
         pid = child_pid(client)
         os.kill(pid, signal.SIGSTOP)  # the child holds what it is sent
         try:
             with ThreadPoolExecutor(1) as pool:
                 held = pool.submit(client.post, "/predict", files=upload(png_bytes()))
-                wait_for(lambda: batcher.depth == 1)
+                wait_for(lambda: engine.depth == 1)
                 refused = client.post("/predict", files=upload(png_bytes()))
                 os.kill(pid, signal.SIGCONT)
                 assert held.result(SAFETY_S).status_code == 200
         finally:
             os.kill(pid, signal.SIGCONT)
         assert refused.status_code == 503 and refused.headers["Retry-After"] == "1"
-        assert batcher.depth == 0
+        assert engine.depth == 0
         assert client.post("/predict", files=upload(png_bytes())).status_code == 200
 
 
@@ -119,7 +119,7 @@ def test_a_request_past_the_timeout_gets_504(tiny_checkpoint: Path) -> None:
     with TestClient(create_app(settings)) as client:
         response = client.post("/predict", files=upload(png_bytes()))
         assert response.status_code == 504 and "no prediction within" in response.json()["detail"]
-        assert client.app.state.service.batcher.depth == 0  # type: ignore[attr-defined]
+        assert client.app.state.service.engine.depth == 0  # type: ignore[attr-defined]
 
 
 def test_requests_that_timed_out_in_the_pipe_are_not_computed(tiny_checkpoint: Path) -> None:
@@ -139,114 +139,92 @@ def test_requests_that_timed_out_in_the_pipe_are_not_computed(tiny_checkpoint: P
         assert metric_value(client.get("/metrics").text, "fashion_batch_size_sum") == computed + 1
 
 
-def test_a_child_that_hangs_is_killed_and_replaced(
+def test_a_frozen_worker_is_found_by_its_silence_and_replaced(
     tiny_checkpoint: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(inference_process, "MIN_STALL_S", 0.0)  # two timeouts of silence are enough
-    settings = Settings(model_path=tiny_checkpoint, device="cpu", request_timeout_s=0.5)
-    with TestClient(create_app(settings)) as client:
-        batcher = client.app.state.service.batcher  # type: ignore[attr-defined]
-        hung = child_pid(client)
-        os.kill(hung, signal.SIGSTOP)  # alive, holding what it is sent, answering nothing
+    monkeypatch.setattr(supervisor, "HANG_AFTER_S", 1.0)
+    with TestClient(create_app(Settings(model_path=tiny_checkpoint, device="cpu"))) as client:
+        engine = client.app.state.service.engine  # type: ignore[attr-defined]
+        frozen = child_pid(client)
+        os.kill(frozen, signal.SIGSTOP)  # alive, answering nothing; no request is waiting on it
         try:
-            # One client, one request at a time: each times out on its own, and the silence
-            # adds up across them until it reaches two timeouts.
-            statuses = []
-            while _alive(hung) and len(statuses) < 20:
-                statuses.append(client.post("/predict", files=upload(png_bytes())).status_code)
-            wait_for(lambda: not _alive(hung))
+            wait_for(lambda: client.get("/health").status_code == 503)
+            assert client.get("/health").json()["detail"] == "the inference process stopped and is restarting"
+            wait_for(lambda: not _alive(frozen))
         finally:
             with contextlib.suppress(ProcessLookupError):
-                os.kill(hung, signal.SIGCONT)
-        assert statuses[0] == 504 and set(statuses) <= {503, 504}  # 503 once it is restarting
+                os.kill(frozen, signal.SIGCONT)
         wait_for(lambda: client.get("/health").status_code == 200)
-        assert child_pid(client) != hung and batcher.restarts == 1
+        assert child_pid(client) != frozen and engine.restarts == 1
         assert client.post("/predict", files=upload(png_bytes())).status_code == 200
 
 
-def test_silence_shorter_than_the_floor_leaves_the_child_alone(tiny_checkpoint: Path) -> None:
-    # The floor (MIN_STALL_S, 10 s) is longer than these three timeouts: no hang yet.
-    settings = Settings(model_path=tiny_checkpoint, device="cpu", request_timeout_s=0.5)
-    with TestClient(create_app(settings)) as client:
-        batcher = client.app.state.service.batcher  # type: ignore[attr-defined]
-        pid = child_pid(client)
-        os.kill(pid, signal.SIGSTOP)
-        try:
-            for _ in range(3):
-                assert client.post("/predict", files=upload(png_bytes())).status_code == 504
-        finally:
-            os.kill(pid, signal.SIGCONT)
-        assert client.post("/predict", files=upload(png_bytes())).status_code == 200
-        assert child_pid(client) == pid and batcher.restarts == 0
-
-
-def test_a_child_that_answers_after_an_idle_spell_is_not_taken_for_a_hung_one(
+def test_requests_held_by_a_frozen_worker_get_503_before_their_timeout(
     tiny_checkpoint: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # Its silence counts only while it holds work: time idle between requests is not silence.
-    monkeypatch.setattr(inference_process, "MIN_STALL_S", 0.0)
-    settings = Settings(model_path=tiny_checkpoint, device="cpu", request_timeout_s=0.5)
+    monkeypatch.setattr(supervisor, "HANG_AFTER_S", 1.0)
+    settings = Settings(model_path=tiny_checkpoint, device="cpu", request_timeout_s=SAFETY_S * 2)
     with TestClient(create_app(settings)) as client:
-        batcher = client.app.state.service.batcher  # type: ignore[attr-defined]
+        frozen = child_pid(client)
+        os.kill(frozen, signal.SIGSTOP)
+        try:
+            response = client.post("/predict", files=upload(png_bytes()))
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(frozen, signal.SIGCONT)
+        assert response.status_code == 503 and response.headers["Retry-After"] == "1"
+        wait_for(lambda: client.get("/health").status_code == 200)
+        assert client.post("/predict", files=upload(png_bytes())).status_code == 200
+
+
+def test_an_idle_worker_is_not_taken_for_a_hung_one(
+    tiny_checkpoint: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # An idle worker says it is alive (heartbeats): time without requests is not silence.
+    monkeypatch.setattr(supervisor, "HANG_AFTER_S", 1.0)
+    with TestClient(create_app(Settings(model_path=tiny_checkpoint, device="cpu"))) as client:
+        engine = client.app.state.service.engine  # type: ignore[attr-defined]
         pid = child_pid(client)
         assert client.post("/predict", files=upload(png_bytes())).status_code == 200
-        time.sleep(3 * settings.request_timeout_s)  # idle for longer than two timeouts
-        os.kill(pid, signal.SIGSTOP)
-        try:
-            assert client.post("/predict", files=upload(png_bytes())).status_code == 504
-        finally:
-            os.kill(pid, signal.SIGCONT)
+        time.sleep(3 * supervisor.HANG_AFTER_S)
         assert client.post("/predict", files=upload(png_bytes())).status_code == 200
-        assert child_pid(client) == pid and batcher.restarts == 0
+        assert child_pid(client) == pid and engine.restarts == 0
 
 
 def large_photo() -> bytes:
-    """A 300x400 product photo with some noise: tens of KiB, decoded in the server process."""
+    """A 300x400 product photo with some noise: tens of KiB, decoded by a decoder process."""
     pixels = product_photo(300, 400).astype(int) + np.random.default_rng(0).integers(-3, 4, (400, 300))
     data = encode(np.clip(pixels, 0, 255).astype(np.uint8))
-    assert len(data) > inference_process.LARGE_UPLOAD_BYTES
+    assert len(data) > INLINE_MAX_BYTES
     return data
 
 
-class HeldDecode:
-    """``Predictor.decode`` of this (the server's) process, held for large uploads until
-    released; the child decodes with its own code, unpatched."""
-
-    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        self.release = threading.Event()
-        self.started = threading.Event()
-        self.finished = threading.Event()  # a held decode has returned (or given up)
-        self.decoded: list[int] = []  # sizes of the large uploads decoded here
-        decode = Predictor.decode
-
-        def held(predictor: Predictor, data: bytes, invert: InvertMode = "auto", keep: bool = False) -> Any:
-            if len(data) <= inference_process.LARGE_UPLOAD_BYTES:
-                return decode(predictor, data, invert, keep)
-            self.decoded.append(len(data))
-            self.started.set()
-            try:
-                assert self.release.wait(SAFETY_S)
-                return decode(predictor, data, invert, keep)
-            finally:
-                self.finished.set()
-
-        monkeypatch.setattr(Predictor, "decode", held)
+@contextmanager
+def decoders_stopped(client: TestClient) -> Iterator[None]:
+    """The decoder processes frozen: a large upload waits for them while the test looks on."""
+    pids = client.app.state.service.engine.decoders.pids  # type: ignore[attr-defined]
+    assert pids and os.getpid() not in pids
+    for pid in pids:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
 
 
-def test_a_large_upload_is_decoded_in_the_server_and_holds_up_no_one(
-    settings: Settings, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    held = HeldDecode(monkeypatch)
+def test_a_large_upload_is_decoded_by_a_decoder_and_holds_up_no_one(settings: Settings) -> None:
     large = large_photo()
     with TestClient(create_app(settings)) as client, ThreadPoolExecutor(1) as pool:
+        engine = client.app.state.service.engine  # type: ignore[attr-defined]
         params = {"include_input": True, "top_k": 10}
-        pending = pool.submit(client.post, "/predict", params=params, files=upload(large))
-        assert held.started.wait(SAFETY_S)
-        small = client.post("/predict", files=upload(png_bytes()))
-        assert small.status_code == 200 and not pending.done()  # answered while the large one decodes
-        held.release.set()
+        with decoders_stopped(client):
+            pending = pool.submit(client.post, "/predict", params=params, files=upload(large))
+            wait_for(lambda: engine.depth == 1)
+            small = client.post("/predict", files=upload(png_bytes()))
+            assert small.status_code == 200 and not pending.done()  # answered while the large one waits
         response = pending.result(SAFETY_S)
-    assert held.decoded == [len(large)]  # by the server process (before the reference below)
     offline = Predictor.load(settings.model_path, "cpu").classify(large, top_k=10, keep_image=True)
     body = response.json()
     assert response.status_code == 200
@@ -258,34 +236,26 @@ def test_a_large_upload_is_decoded_in_the_server_and_holds_up_no_one(
     assert np.array_equal(np.asarray(decode_data_url(body["input_image"])), np.asarray(offline.input_image))
 
 
-def test_a_large_upload_still_decoding_at_its_timeout_gets_504_on_time(
-    tiny_checkpoint: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    held = HeldDecode(monkeypatch)
+def test_a_large_upload_still_decoding_at_its_timeout_gets_504_on_time(tiny_checkpoint: Path) -> None:
     settings = Settings(model_path=tiny_checkpoint, device="cpu", request_timeout_s=0.5)
     with TestClient(create_app(settings)) as client:
-        try:
+        with decoders_stopped(client):
             response = client.post("/predict", files=upload(large_photo()))
-            assert not held.finished.is_set()  # answered while its decode is still held
-        finally:
-            held.release.set()
         assert response.status_code == 504
-        assert client.app.state.service.batcher.depth == 0  # type: ignore[attr-defined]
+        assert client.app.state.service.engine.depth == 0  # type: ignore[attr-defined]
         assert client.post("/predict", files=upload(png_bytes())).status_code == 200
+        assert client.post("/predict", files=upload(large_photo())).status_code == 200
 
 
-def test_a_large_upload_decoding_when_the_child_dies_is_served_by_the_next(
-    settings: Settings, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    held = HeldDecode(monkeypatch)
+def test_a_large_upload_decoding_when_the_worker_dies_is_served_by_the_next(settings: Settings) -> None:
     with TestClient(create_app(settings)) as client, ThreadPoolExecutor(1) as pool:
-        batcher = client.app.state.service.batcher  # type: ignore[attr-defined]
+        engine = client.app.state.service.engine  # type: ignore[attr-defined]
         first = child_pid(client)
-        pending = pool.submit(client.post, "/predict", files=upload(large_photo()))
-        assert held.started.wait(SAFETY_S)
-        os.kill(first, signal.SIGKILL)  # the child never had it: it waits for the next one
-        wait_for(lambda: batcher.pid not in (None, first) and batcher.ready)
-        held.release.set()
+        with decoders_stopped(client):
+            pending = pool.submit(client.post, "/predict", files=upload(large_photo()))
+            wait_for(lambda: engine.depth == 1)
+            os.kill(first, signal.SIGKILL)  # the worker never had it: it waits for the next one
+            wait_for(lambda: engine.pid not in (None, first) and engine.ready)
         assert pending.result(SAFETY_S).status_code == 200
 
 
@@ -311,19 +281,19 @@ def test_when_the_child_dies_requests_get_503_and_a_new_child_takes_over(client:
     os.kill(first, signal.SIGKILL)
     # Until the parent notices, a request may still be written to the dead child's pipe:
     # either way it is answered, with 503 and Retry-After, never left hanging.
-    wait_for(lambda: client.app.state.service.batcher.pid != first)  # type: ignore[attr-defined]
+    wait_for(lambda: client.app.state.service.engine.pid != first)  # type: ignore[attr-defined]
     wait_for(lambda: client.get("/health").status_code == 200)
     assert client.post("/predict", files=upload(png_bytes())).status_code == 200
     assert child_pid(client) != first
-    assert client.app.state.service.batcher.restarts == 1  # type: ignore[attr-defined]
+    assert client.app.state.service.engine.restarts == 1  # type: ignore[attr-defined]
 
 
 def test_requests_held_by_a_dying_child_fail_with_503_and_health_says_restarting(client: TestClient) -> None:
-    batcher = client.app.state.service.batcher  # type: ignore[attr-defined]
+    engine = client.app.state.service.engine  # type: ignore[attr-defined]
     os.kill(child_pid(client), signal.SIGSTOP)  # the child stops answering, holding what it gets
     with ThreadPoolExecutor(1) as pool:
         pending = pool.submit(client.post, "/predict", files=upload(png_bytes()))
-        wait_for(lambda: batcher.depth == 1)
+        wait_for(lambda: engine.depth == 1)
         os.kill(child_pid(client), signal.SIGKILL)
         response = pending.result(SAFETY_S)
     assert response.status_code == 503 and response.headers["Retry-After"] == "1"
@@ -358,22 +328,25 @@ def _alive(pid: int) -> bool:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    # A zombie still answers signal 0 until it is reaped; read its state.
-    with open(f"/proc/{pid}/stat") as handle:
-        return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
+    # A zombie still answers signal 0 until it is reaped; read its state (if it is still there).
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
 
 
 def test_a_failed_restart_is_tried_again(client: TestClient, caplog: pytest.LogCaptureFixture) -> None:
-    batcher = client.app.state.service.batcher  # type: ignore[attr-defined]
-    spawn, attempts = batcher._spawn, []
+    watcher = client.app.state.service.engine.supervisor  # type: ignore[attr-defined]
+    launch, attempts = watcher._launch, []
 
     async def failing_once() -> None:
         attempts.append(1)
         if len(attempts) == 1:
             raise OSError("no memory for a new process")
-        await spawn()
+        await launch()
 
-    batcher._spawn = failing_once
+    watcher._launch = failing_once
     os.kill(child_pid(client), signal.SIGKILL)
     wait_for(lambda: len(attempts) == 2 and client.get("/health").status_code == 200)
     assert client.post("/predict", files=upload(png_bytes())).status_code == 200

@@ -3,6 +3,7 @@
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
@@ -61,14 +62,14 @@ def test_health_answers_while_a_prediction_runs(
 def _health_while_held(client: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
     predictor = client.app.state.service.predictor  # type: ignore[attr-defined]
     started, release = threading.Event(), threading.Event()
-    predict_batch = predictor.predict_batch
+    predict = predictor.predict
 
-    def held_predict_batch(tensors: list) -> list:
+    def held_predict(batch: Any) -> Any:
         started.set()
         release.wait(timeout=60)  # a safety net only: the test releases it
-        return predict_batch(tensors)
+        return predict(batch)
 
-    monkeypatch.setattr(predictor, "predict_batch", held_predict_batch)
+    monkeypatch.setattr(predictor, "predict", held_predict)
     with ThreadPoolExecutor(max_workers=1) as pool:
         pending = pool.submit(client.post, "/predict", files={"file": ("a.png", png_bytes(), "image/png")})
         assert started.wait(timeout=60)

@@ -2,7 +2,7 @@
 
 A forward pass is held on an event (tests/app/held_forward.py) so that what queues behind
 it is known exactly; no test measures time. Holding needs the batcher in this process
-(``inference_process=False``); tests/app/test_inference_process.py covers the child process.
+(``inference_process=False``); tests/app/inference/test_worker_process.py covers the child process.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ def serving(settings: Settings) -> Iterator[tuple[TestClient, HeldForward]]:
     with TestClient(create_app(settings)) as client:
         service = client.app.state.service  # type: ignore[attr-defined]
         held = HeldForward(service.predictor)
-        service.predictor.predict_batch = held
+        service.predictor.predict = held
         try:
             yield client, held
         finally:
@@ -65,7 +65,10 @@ def test_real_images_sent_together_get_the_answers_they_get_one_by_one(
     images, _ = load_fashion_mnist(fashion_root, train=False)
     pngs = [encode(image.numpy()) for image in images[:N_IMAGES]]
     params = {"top_k": 10}
-    settings = Settings(model_path=trained_checkpoint, device="cpu", inference_process=False)
+    # A wait long enough for the worker to decode every queued upload into the next pass.
+    settings = Settings(
+        model_path=trained_checkpoint, device="cpu", inference_process=False, max_batch_wait_ms=1000
+    )
     with serving(settings) as (client, held):
         held.release.set()
         alone = [scores(client.post("/predict", params=params, files=upload(png))) for png in pngs]
@@ -73,7 +76,7 @@ def test_real_images_sent_together_get_the_answers_they_get_one_by_one(
         held.sizes.clear()
         held.release.clear()
         held.started.clear()
-        batcher = client.app.state.service.batcher  # type: ignore[attr-defined]
+        engine = client.app.state.service.engine  # type: ignore[attr-defined]
 
         def post(png: bytes) -> httpx.Response:
             return client.post("/predict", params=params, files=upload(png))
@@ -85,7 +88,7 @@ def test_real_images_sent_together_get_the_answers_they_get_one_by_one(
             wait_for(held.started.is_set)
             pending += [pool.submit(post, png) for png in pngs[1:]]
             # Hold the first pass until every other in-flight request is queued behind it.
-            wait_for(lambda: batcher.waiting == CONCURRENCY - 1)
+            wait_for(lambda: engine.depth == CONCURRENCY and engine.supervisor.unsent_bytes == 0)
             held.release.set()
             together = [scores(future.result(SAFETY_S)) for future in pending]
         metrics = client.get("/metrics").text

@@ -1,0 +1,109 @@
+"""The messages between the server and its inference worker: typed, each a small dataclass.
+
+They cross as pickles in frames of ``app.inference.framing``; the worker is the server's
+own code, so pickle is safe here. (Decoders, which handle untrusted bytes, answer in a
+fixed binary layout instead: ``app.inference.decoders``.)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import NamedTuple
+
+from models.preprocessing import ImageError, InvertMode
+
+
+@dataclass(frozen=True, slots=True)
+class Decoded:
+    """An upload a decoder turned into the 28x28 uint8 pixels the network sees."""
+
+    pixels: bytes
+    original_size: tuple[int, int]
+    inverted: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Task:
+    """One request: its uploads (small ones still encoded, the rest decoded) and options."""
+
+    job_id: int
+    uploads: tuple[bytes | Decoded, ...]
+    invert: InvertMode
+    keep_image: bool
+    top_k: int
+    # time.monotonic() after which the server has answered 504: the worker skips the task.
+    # CLOCK_MONOTONIC is one clock for every process of the machine.
+    deadline: float
+
+
+@dataclass(frozen=True, slots=True)
+class Stop:
+    """Answer what you hold, then exit."""
+
+
+class Found(NamedTuple):
+    """One image's answer: the ``top_k`` classes, best first, and what preprocessing did."""
+
+    indices: list[int]
+    probabilities: list[float]
+    original_size: tuple[int, int]
+    inverted: bool
+    pixels: bytes | None  # the 28x28 picture the network saw, when asked for
+
+
+@dataclass(frozen=True, slots=True)
+class Answered:
+    job_id: int
+    found: list[Found]
+
+
+@dataclass(frozen=True, slots=True)
+class Refused:
+    """An upload the worker could not decode; the request fails with it."""
+
+    job_id: int
+    index: int
+    error: ImageError
+
+
+@dataclass(frozen=True, slots=True)
+class Bounced:
+    """A request holding an upload too big to decode in the worker: decode it in a decoder."""
+
+    job_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class Failed:
+    """A forward pass raised: the request fails with a 500 (logged by the server)."""
+
+    job_id: int
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class PassStats:
+    """What the metrics record about the forward passes of one turn of the worker's loop."""
+
+    batch_sizes: list[int]
+    inference_s: list[float]
+    queue_wait_s: list[float]
+
+
+@dataclass(frozen=True, slots=True)
+class Ready:
+    pid: int
+
+
+@dataclass(frozen=True, slots=True)
+class LoadFailed:
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Heartbeat:
+    """Sent when the worker has been idle for a heartbeat interval: it is alive."""
+
+
+ToWorker = Task | Stop
+FromWorker = Answered | Refused | Bounced | Failed | PassStats | Ready | LoadFailed | Heartbeat

@@ -1,0 +1,51 @@
+"""What the routes need from the inference engine, and the refusals it raises."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+from app.predictor import Prediction
+from models.preprocessing import InvertMode
+
+
+class QueueFullError(RuntimeError):
+    """More images are in flight than the queue allows; the client should retry later."""
+
+
+class InferenceTimeoutError(TimeoutError):
+    """A request waited longer than the request timeout for its prediction."""
+
+
+class InferenceUnavailableError(RuntimeError):
+    """The inference worker stopped (and is restarting), or the server is shutting down."""
+
+
+class Engine(Protocol):
+    """Classifies uploads for the routes: decode -> batch -> predict -> unbatch -> encode."""
+
+    @property
+    def depth(self) -> int:
+        """Images admitted and not yet answered."""
+        ...
+
+    @property
+    def ready(self) -> bool:
+        """Takes requests now (false while the inference worker starts or restarts)."""
+        ...
+
+    async def classify(
+        self, data: bytes, top_k: int = 3, invert: InvertMode = "auto", keep_image: bool = False
+    ) -> Prediction:
+        """One upload; raises ImageError, QueueFullError, InferenceTimeoutError, InferenceUnavailableError."""
+        ...
+
+    async def classify_many(
+        self, payloads: Sequence[bytes], top_k: int = 3, invert: InvertMode = "auto"
+    ) -> list[Prediction]:
+        """Several uploads, in order; the first bad one raises ItemError naming its index."""
+        ...
+
+    async def aclose(self) -> None:
+        """Answer what is held, then stop; what cannot be answered fails with InferenceUnavailableError."""
+        ...

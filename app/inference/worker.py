@@ -1,0 +1,249 @@
+"""The inference worker: decode -> batch -> predict -> unbatch, for tasks arriving on a channel.
+
+The same code runs in a child process (the default: decoding and inference get a GIL and
+a core of their own, away from the event loop) or in a thread of the server process
+(``FASHION_INFERENCE_PROCESS=false``, and tests that hold a forward pass).
+
+Only small uploads are decoded here (``INLINE_MAX_BYTES``, and a header within
+``INLINE_MAX_PIXELS``): their cost is bounded by their size, a fraction of a millisecond.
+Anything bigger is bounced to the contained decoders (``app.inference.decoders``) and comes
+back as 28x28 pixels.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import os
+import pickle
+import signal
+import socket
+import time
+from collections import deque
+from dataclasses import dataclass, field
+
+import torch
+from PIL import Image
+
+from app.inference.batching import collate
+from app.inference.framing import Channel
+from app.inference.messages import (
+    Answered,
+    Bounced,
+    Decoded,
+    Failed,
+    Found,
+    FromWorker,
+    Heartbeat,
+    LoadFailed,
+    PassStats,
+    Ready,
+    Refused,
+    Stop,
+    Task,
+)
+from app.predictor import Predictor
+from models.preprocessing import INPUT_SIZE, ImageError
+
+# An idle worker says it is alive this often; the supervisor takes a longer silence for a hang.
+HEARTBEAT_S = 0.5
+# Uploads decoded in the worker itself; see the module docstring.
+INLINE_MAX_BYTES = 2048
+INLINE_MAX_PIXELS = 128 * 128
+INLINE_FORMATS = ("PNG", "JPEG", "GIF", "BMP", "WEBP")
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    """What a worker process needs to load the same model the server checked."""
+
+    model_path: str
+    device: str
+    max_image_pixels: int
+    flip_average: bool | None
+    torch_threads: int
+    max_batch_size: int
+    max_wait_s: float
+    version: str  # the server's model version: the worker refuses a file that changed since
+
+
+class _NotInline(Exception):
+    """An upload too big to decode in the worker."""
+
+
+def _check_inline(image: Image.Image) -> None:
+    if image.format not in INLINE_FORMATS or image.width * image.height > INLINE_MAX_PIXELS:
+        raise _NotInline
+
+
+@dataclass(slots=True)
+class _Item:
+    """One image of a task, waiting for a forward pass."""
+
+    task: Task
+    index: int
+    pixels: torch.Tensor  # 1x28x28 uint8
+    original_size: tuple[int, int]
+    inverted: bool
+    picture: bytes | None
+    queued_at: float
+
+
+@dataclass(slots=True)
+class _Open:
+    """A task with images still to compute."""
+
+    task: Task
+    found: list[Found | None] = field(default_factory=list)
+    remaining: int = 0
+
+
+class Worker:
+    """Serves tasks from a channel until told to stop or the channel closes."""
+
+    def __init__(self, predictor: Predictor, max_batch_size: int, max_wait_s: float) -> None:
+        if max_batch_size < 1 or max_wait_s < 0:
+            raise ValueError("max_batch_size must be at least 1 and max_wait_s at least 0")
+        self.predictor = predictor
+        self.max_batch_size = max_batch_size
+        self.max_wait_s = max_wait_s
+        self._pending: deque[_Item] = deque()
+        self._open: dict[int, _Open] = {}
+        self._out: list[FromWorker] = []
+        self._stopping = False
+
+    def serve(self, channel: Channel) -> None:
+        last_sent = time.monotonic()
+        with contextlib.suppress(EOFError, OSError):
+            while not (self._stopping and not self._pending):
+                if not self._pending:
+                    self._receive(channel, HEARTBEAT_S)
+                batch = collate(
+                    self._pending, lambda: self._receive(channel, 0), self.max_batch_size, self.max_wait_s
+                )
+                self._predict(batch)
+                now = time.monotonic()
+                # Silence is how the supervisor tells a hung worker: never be silent for long.
+                if not self._out and now - last_sent >= HEARTBEAT_S:
+                    self._out.append(Heartbeat())
+                if self._out:
+                    channel.send(pickle.dumps(self._out, protocol=pickle.HIGHEST_PROTOCOL))
+                    self._out, last_sent = [], now
+
+    def _receive(self, channel: Channel, timeout: float) -> bool:
+        """Decode the tasks of one frame, if one comes within ``timeout``, into pending images."""
+        if self._stopping:
+            return False
+        payload = channel.receive(timeout)
+        if payload is None:
+            return False
+        for message in pickle.loads(payload):
+            if isinstance(message, Stop):
+                self._stopping = True
+            elif time.monotonic() < message.deadline:  # else the server has answered 504 already
+                self._decode(message)
+        return True
+
+    # ------------------------------------------------------------------ the steps
+
+    def _decode(self, task: Task) -> None:
+        """decode: every upload of the task to pixels, or one refusal for the whole task."""
+        items = []
+        now = time.perf_counter()
+        for index, upload in enumerate(task.uploads):
+            if isinstance(upload, Decoded):
+                pixels = torch.frombuffer(bytearray(upload.pixels), dtype=torch.uint8)
+                picture: bytes | None = upload.pixels
+                size, inverted = upload.original_size, upload.inverted
+            else:
+                try:
+                    decoded = self.predictor.decode(upload, task.invert, task.keep_image, _check_inline)
+                except _NotInline:
+                    self._out.append(Bounced(task.job_id))
+                    return
+                except ImageError as exc:
+                    exc.__traceback__ = None  # it held the frames that held the pixels, in a cycle
+                    self._out.append(Refused(task.job_id, index, exc))
+                    return
+                except Exception as exc:  # a decoder bug: this request fails (a 500), the worker goes on
+                    self._out.append(Failed(task.job_id, f"{type(exc).__name__}: {exc}"))
+                    return
+                pixels, size, inverted = decoded.tensor, decoded.original_size, decoded.inverted
+                picture = decoded.image.tobytes() if decoded.image is not None else None
+            kept = picture if task.keep_image else None
+            items.append(
+                _Item(task, index, pixels.view(1, INPUT_SIZE, INPUT_SIZE), size, inverted, kept, now)
+            )
+        self._open[task.job_id] = _Open(task, [None] * len(items), len(items))
+        self._pending.extend(items)
+
+    def _predict(self, batch: list[_Item]) -> None:
+        """predict and unbatch: one forward pass; each finished task answered with all its images."""
+        now = time.monotonic()
+        live = []
+        for item in batch:
+            if now >= item.task.deadline:  # answered 504 meanwhile: what is left of it is dropped
+                self._open.pop(item.task.job_id, None)
+            elif item.task.job_id in self._open:
+                live.append(item)
+        batch = live
+        if not batch:
+            return
+        began = time.perf_counter()
+        try:
+            probabilities = self.predictor.predict(torch.stack([item.pixels for item in batch]))
+            # One top-k for the whole pass, not a tensor operation per image.
+            values, indices = probabilities.topk(len(self.predictor.classes), dim=1)
+            values_list, indices_list = values.tolist(), indices.tolist()
+        except Exception as exc:
+            for job_id in {item.task.job_id for item in batch}:
+                self._open.pop(job_id, None)
+                self._out.append(Failed(job_id, f"{type(exc).__name__}: {exc}"))
+            return
+        elapsed = time.perf_counter() - began
+        self._out.append(PassStats([len(batch)], [elapsed], [began - item.queued_at for item in batch]))
+        for item, probs, classes in zip(batch, values_list, indices_list, strict=True):
+            job = self._open.get(item.task.job_id)
+            if job is None:
+                continue
+            k = min(item.task.top_k, len(classes))
+            job.found[item.index] = Found(
+                classes[:k], probs[:k], item.original_size, item.inverted, item.picture
+            )
+            job.remaining -= 1
+            if job.remaining == 0:
+                del self._open[item.task.job_id]
+                self._out.append(Answered(item.task.job_id, [f for f in job.found if f is not None]))
+
+
+def run_in_thread(worker: Worker, sock: socket.socket) -> None:
+    """A worker in a thread of the server process, on its end of a socket pair."""
+    channel = Channel(sock)
+    with contextlib.suppress(OSError):
+        channel.send(pickle.dumps([Ready(os.getpid())]))
+        worker.serve(channel)
+    channel.close()
+
+
+def run_in_process(config: WorkerConfig, sock: socket.socket) -> None:
+    """A worker process: load the model, say ready, then serve until told to stop."""
+    # Only the server's Stop (or its death: the socket closes) ends this process, so a
+    # Ctrl-C or a SIGTERM sent to the whole process group lets the server drain first.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    channel = Channel(sock)
+    if config.torch_threads:
+        torch.set_num_threads(config.torch_threads)
+    try:
+        predictor = Predictor.load(
+            config.model_path, config.device, config.max_image_pixels, config.flip_average
+        )
+        if predictor.version != config.version:
+            raise RuntimeError(f"{config.model_path} changed since start-up (now {predictor.version})")
+    except Exception as exc:  # reported to the server, which logs it
+        channel.send(pickle.dumps([LoadFailed(f"{type(exc).__name__}: {exc}")]))
+        return
+    gc.collect()
+    gc.freeze()
+    channel.send(pickle.dumps([Ready(os.getpid())]))
+    Worker(predictor, config.max_batch_size, config.max_wait_s).serve(channel)
