@@ -19,7 +19,7 @@ import socket
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
-from app.inference.framing import FrameError, frame, read_frame
+from app.inference.framing import FrameProtocol
 from app.inference.messages import FromWorker, Heartbeat, LoadFailed, Ready, Stop, ToWorker
 from app.inference.protocol import InferenceUnavailableError
 from app.inference.worker import HEARTBEAT_S
@@ -74,8 +74,7 @@ class Supervisor:
         self.state = State.STARTING
         self.restarts = 0
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._writer: asyncio.StreamWriter | None = None
-        self._listener: asyncio.Task[None] | None = None
+        self._link: FrameProtocol | None = None
         self._ready: asyncio.Future[None] | None = None
         self._heard = 0.0
         self._timer: asyncio.TimerHandle | None = None
@@ -88,7 +87,7 @@ class Supervisor:
     @property
     def unsent_bytes(self) -> int:
         """What the event loop holds for the worker that the socket has not taken yet."""
-        return self._writer.transport.get_write_buffer_size() if self._writer is not None else 0
+        return self._link.unsent_bytes if self._link is not None else 0
 
     async def start(self, timeout_s: float = 120.0) -> None:
         """Start the worker and wait until its model is loaded; CheckpointError if it cannot."""
@@ -109,36 +108,35 @@ class Supervisor:
 
     def send(self, messages: list[ToWorker]) -> None:
         """Write to the worker without blocking; InferenceUnavailableError unless it is ready."""
-        if self.state is not State.READY or self._writer is None:
+        if self.state is not State.READY or self._link is None:
             raise InferenceUnavailableError("the inference process is restarting; retry")
-        self._writer.write(frame(pickle.dumps(messages, protocol=pickle.HIGHEST_PROTOCOL)))
+        self._link.send(pickle.dumps(messages, protocol=pickle.HIGHEST_PROTOCOL))
 
     async def _launch(self) -> None:
         assert self._loop is not None
         sock = self.host.start()
-        reader, self._writer = await asyncio.open_unix_connection(sock=sock)
+        _, link = await self._loop.create_unix_connection(lambda: FrameProtocol(self._on_frame), sock=sock)
+        self._link = link
         self._ready = self._loop.create_future()
         self._ready.add_done_callback(_retrieve)
         self._heard = self._loop.time()
-        self._listener = asyncio.ensure_future(self._listen(reader))
+        # Only this worker's end may report this worker lost, not an earlier one's closing late.
+        link.closed.add_done_callback(lambda _: self._lost() if self._link is link else None)
 
-    async def _listen(self, reader: asyncio.StreamReader) -> None:
+    def _on_frame(self, payload: bytes) -> None:
         assert self._loop is not None
-        with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError, FrameError):
-            while True:
-                messages: list[FromWorker] = pickle.loads(await read_frame(reader))
-                self._heard = self._loop.time()
-                answers = [m for m in messages if not isinstance(m, Heartbeat | Ready | LoadFailed)]
-                for message in messages:
-                    if isinstance(message, Ready):
-                        self._on_ready(message.pid)
-                    elif isinstance(message, LoadFailed):
-                        logger.error("the inference process could not load the model: %s", message.reason)
-                        if self._ready is not None and not self._ready.done():
-                            self._ready.set_exception(CheckpointError(message.reason))
-                if answers:
-                    self.on_messages(answers)
-        self._lost()
+        messages: list[FromWorker] = pickle.loads(payload)
+        self._heard = self._loop.time()
+        answers = [m for m in messages if not isinstance(m, Heartbeat | Ready | LoadFailed)]
+        for message in messages:
+            if isinstance(message, Ready):
+                self._on_ready(message.pid)
+            elif isinstance(message, LoadFailed):
+                logger.error("the inference process could not load the model: %s", message.reason)
+                if self._ready is not None and not self._ready.done():
+                    self._ready.set_exception(CheckpointError(message.reason))
+        if answers:
+            self.on_messages(answers)
 
     def _on_ready(self, pid: int) -> None:
         if self.state is State.STOPPED:
@@ -189,9 +187,9 @@ class Supervisor:
             self._loop.call_later(RESTART_DELAY_S, self._begin_restart)
 
     def _detach(self) -> None:
-        if self._writer is not None:
-            self._writer.close()
-            self._writer = None
+        if self._link is not None:
+            self._link.close()
+            self._link = None
 
     async def aclose(self, timeout: float = 10.0) -> None:
         """Tell the worker to answer what it holds and exit; kill it after ``timeout``."""
@@ -199,19 +197,15 @@ class Supervisor:
         self.state = State.STOPPED
         if self._timer is not None:
             self._timer.cancel()
-        if was_ready and self._writer is not None:
-            with contextlib.suppress(Exception):
-                self._writer.write(frame(pickle.dumps([Stop()])))
-        listener = self._listener
-        if listener is not None and not listener.done():
+        link = self._link
+        if was_ready and link is not None:
+            link.send(pickle.dumps([Stop()]))
             # The loop goes on settling the answers the worker sends until it closes its end.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.shield(listener), timeout if was_ready else 0)
+                await asyncio.wait_for(asyncio.shield(link.closed), timeout)
         self.host.kill()
         await asyncio.to_thread(self.host.join, 10.0)
         self._detach()
-        if listener is not None and not listener.done():
-            listener.cancel()
 
 
 def _retrieve(future: asyncio.Future[None]) -> None:
