@@ -1,14 +1,19 @@
 """One command for every reliability check, and docs/RELIABILITY.md from the results.
 
     python -m bench.reliability            # a few minutes on two idle cores
-    python -m bench.reliability --quick    # about a minute: fewer fuzz examples and soak requests
+    python -m bench.reliability --quick    # fewer fuzz examples and soak requests, a shorter CPU bomb
 
 Each check runs against ``fashion-serve`` on the shipped model, started for it:
 
 1. the bad-upload corpus (bench/bad_inputs.py): each case and the status it got;
 2. schemathesis on the server's own OpenAPI document (bench/fuzz.py);
 3. the soak (bench/soak.py): good and bad uploads at concurrency 32, answers and memory;
-4. the graceful-shutdown drill (bench/shutdown.py): 20 requests in flight at SIGTERM.
+4. the graceful-shutdown drill (bench/shutdown.py): 20 requests in flight at SIGTERM;
+5. the memory bombs (bench/memory_bombs.py): an ICO hiding a 13000x13000 PNG, a truncated 4000x4000
+   PNG, 16 at once, twice: answers and memory;
+6. the CPU bomb (bench/cpu_bomb.py): progressive JPEGs with a scan repeated 63 times, posted in
+   batches while wrk measures the small requests;
+7. the frozen inference process (bench/frozen_worker.py): SIGSTOP under load, time to recover.
 """
 
 from __future__ import annotations
@@ -21,7 +26,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from bench.attacks import AttackResults, run_attacks
 from bench.bad_inputs import corpus, run_case
+from bench.cpu_bomb import CPU_SECONDS, QUICK_CPU_SECONDS
 from bench.fuzz import FuzzResult, run_cli
 from bench.reliability_report import load_average, machine, write_report
 from bench.server_process import ServerProcess, free_port
@@ -98,7 +105,14 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--in-flight", type=int, default=20, help="requests in flight at SIGTERM")
     parser.add_argument("--grace", type=int, default=20, help="FASHION_SHUTDOWN_GRACE_S for the drill")
-    parser.add_argument("--quick", action="store_true", help="10 examples and 1,000 soak requests")
+    parser.add_argument(
+        "--cpu-bomb-seconds", type=float, default=CPU_SECONDS, help="the CPU bomb drill's length"
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help=f"10 examples, 1,000 soak requests, a {QUICK_CPU_SECONDS:g} s CPU bomb",
+    )
     parser.add_argument("--output", type=Path, default=REPO / "docs" / "RELIABILITY.md")
     return parser
 
@@ -107,6 +121,7 @@ def main(argv: list[str] | None = None) -> None:
     args = get_args_parser().parse_args(argv)
     if args.quick:
         args.examples, args.soak_requests = min(args.examples, 10), min(args.soak_requests, 1000)
+        args.cpu_bomb_seconds = min(args.cpu_bomb_seconds, QUICK_CPU_SECONDS)
     started = time.monotonic()
     context = machine()
     with tempfile.TemporaryDirectory() as tmp:
@@ -123,6 +138,8 @@ def main(argv: list[str] | None = None) -> None:
         )
         print("graceful shutdown ...", flush=True)
         shutdown: ShutdownResult = drill(args.model, workdir, requests=args.in_flight, grace_s=args.grace)
+        print("attack drills ...", flush=True)
+        attacks: AttackResults = run_attacks(args.model, workdir, cpu_seconds=args.cpu_bomb_seconds)
     context |= {
         "load_average_at_end": load_average(),
         "minutes": round((time.monotonic() - started) / 60, 1),
@@ -130,7 +147,7 @@ def main(argv: list[str] | None = None) -> None:
         "command": "python -m bench.reliability" + (" --quick" if args.quick else ""),
         "body_timeout_s": BODY_TIMEOUT_S,
     }
-    write_report(args.output, context, bad, fuzzed, soaked, shutdown)
+    write_report(args.output, context, bad, fuzzed, soaked, shutdown, attacks)
     failed = [
         name
         for name, ok in [
@@ -138,6 +155,9 @@ def main(argv: list[str] | None = None) -> None:
             ("fuzzing", fuzzed.ok),
             ("soak", soaked.passed),
             ("shutdown", shutdown.ok),
+            *[(f"memory bomb ({case.case})", case.ok) for case in attacks.memory],
+            ("CPU bomb", attacks.cpu.ok),
+            ("frozen inference process", attacks.frozen.ok),
         ]
         if not ok
     ]

@@ -5,12 +5,17 @@ from __future__ import annotations
 import os
 import platform
 import time
+from collections import Counter
 from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from bench import cpu_bomb, frozen_worker, memory_bombs
+
 if TYPE_CHECKING:
+    from bench.attacks import AttackResults
     from bench.fuzz import FuzzResult
+    from bench.memory_bombs import MemoryResult
     from bench.reliability import BadUploadResult
     from bench.shutdown import ShutdownResult
     from bench.soak import SoakResult
@@ -63,6 +68,7 @@ def write_report(
     fuzzed: FuzzResult,
     soaked: SoakResult,
     shutdown: ShutdownResult,
+    attacks: AttackResults,
 ) -> None:
     passed = sum(case.ok for case in bad.cases)
     versions = ", ".join(f"{name} {version}" for name, version in context["versions"].items())
@@ -90,6 +96,7 @@ def write_report(
         f"{soaked.wrong} wrong answers, memory {soaked.memory_growth_pct:+.1f}% | {_mark(soaked.passed)} |",
         f"| Graceful shutdown | {shutdown.correct}/{shutdown.requests} in-flight requests answered, "
         f"exit status {shutdown.exit_code} | {_mark(shutdown.ok)} |",
+        *_attack_rows(attacks),
         "",
         "## Bad uploads",
         "",
@@ -166,5 +173,113 @@ def write_report(
         "",
     ]
     lines += [f"- {failure}" for failure in shutdown.failures]
+    lines += _attack_sections(attacks)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(lines).rstrip("\n") + "\n")
+
+
+def _seconds(value: float | None) -> str:
+    return "never" if value is None else f"{value:.1f} s"
+
+
+def _after_stop(value: float | None) -> str:
+    return "never" if value is None else f"after {value:.1f} s"
+
+
+def _after(case: MemoryResult) -> str:
+    return "killed by the guard" if case.killed_by_guard else f"{case.growth_mib:+.0f} MiB"
+
+
+def _attack_rows(attacks: AttackResults) -> list[str]:
+    cpu, frozen = attacks.cpu, attacks.frozen
+    rows = [
+        f"| Memory bomb: {case.case} | {sum(case.statuses.values())} answers ({_statuses(case.statuses)}), "
+        f"{case.dropped} dropped; memory {case.peak_growth_mib:+.0f} MiB at the peak, "
+        f"{'killed by the guard' if case.killed_by_guard else f'{case.growth_mib:+.0f} MiB after'} "
+        f"| {_mark(case.ok)} |"
+        for case in attacks.memory
+    ]
+    rows += [
+        f"| CPU bomb | {cpu.refused_in_time}/{len(cpu.bombs)} bomb batches a 400 within "
+        f"{cpu.budget_s + 1:g} s; small requests meanwhile p99 {cpu.load.p99_ms:.0f} ms, "
+        f"{cpu.load.errors} errors | {_mark(cpu.ok)} |",
+        f"| Frozen inference process | /health 503 {_after_stop(frozen.unhealthy_after_s)}, served "
+        f"again {_after_stop(frozen.serving_after_s)}, slowest request {frozen.max_latency_s:.1f} s, "
+        f"{frozen.statuses.get(500, 0)} x 500 | {_mark(frozen.ok)} |",
+    ]
+    return rows
+
+
+def _attack_sections(attacks: AttackResults) -> list[str]:
+    cpu, frozen = attacks.cpu, attacks.frozen
+    lines = [
+        "",
+        "## Memory bombs",
+        "",
+        "Small files that decode to much memory (bench/attack_images.py), posted to /predict by "
+        f"{memory_bombs.CLIENTS} clients at once, {memory_bombs.BURSTS} times, each case against a fresh "
+        "server with the default settings. `ico-bomb`: an ICO whose one entry is a 13000x13000 RGBA "
+        "PNG (676 MB decoded; the ICO directory says 256x256). `truncated-png`: a 4000x4000 RGBA PNG cut "
+        "at 90% of its pixel data. Memory is the RSS of the server and all its processes, sampled every "
+        f"{memory_bombs.SAMPLE_S * 1000:.0f} ms; before: after 20 small images; after: "
+        f"{memory_bombs.SETTLE_S:g} s after the last answer. Pass: every answer as expected, after within "
+        f"{memory_bombs.MAX_GROWTH_MIB} MiB of before, the peak within the decoders' budget "
+        f"({memory_bombs.DECODING_BUDGET_MIB} MiB: FASHION_DECODE_MEMORY_MB times FASHION_DECODE_PROCESSES). "
+        f"A server past +{memory_bombs.GUARD_MIB} MiB (or half the free memory) is killed, and fails.",
+        "",
+        "| Case | Upload | Expected | Answers | Dropped | Slowest | RSS before | Peak | After | |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    lines += [
+        f"| `{case.case}` | {case.upload} | {case.expected or '4xx'} | {_statuses(case.statuses)} | "
+        f"{case.dropped} | {case.max_latency_s:.1f} s | {case.rss_before_mib:.0f} MiB | "
+        f"{case.peak_growth_mib:+.0f} MiB | {_after(case)} | {_mark(case.ok)} |"
+        for case in attacks.memory
+    ]
+    bomb_statuses = dict(sorted(Counter(status or 0 for status, _ in cpu.bombs).items()))
+    bomb_seconds = sorted(seconds for _, seconds in cpu.bombs) or [0.0]
+    lines += [
+        "",
+        "## CPU bomb: slow progressive JPEGs",
+        "",
+        f"A {cpu.file_bytes:,}-byte progressive JPEG of 4000x4000 whose last scan is repeated 63 times costs "
+        f"{cpu.decode_cpu_s:.2f} s of CPU to decode with Pillow ({cpu.draft_cpu_s:.2f} s drafted to "
+        f"{cpu_bomb.DRAFT_SIDE}x{cpu_bomb.DRAFT_SIDE}, as the server decodes a big JPEG). For "
+        f"{cpu.load.seconds:.0f} s, {cpu_bomb.BOMB_CLIENTS} clients loop posting /predict/batch with "
+        f"{cpu_bomb.BOMB_FILES} of them while wrk posts 28x28 PNGs to /predict at concurrency "
+        f"{cpu_bomb.WRK_CONNECTIONS}; the server has FASHION_DECODE_CPU_S={cpu.budget_s:g}. Pass: wrk sees "
+        f"no error and a p99 under {cpu_bomb.WRK_P99_MS:.0f} ms, and every bomb request is answered 400 "
+        f"within {cpu.budget_s + 1:g} s (the budget and 1 s).",
+        "",
+        "| Measure | Value |",
+        "|---|---|",
+        f"| Small requests/s | {cpu.load.rps:.0f} |",
+        f"| Small requests p50, p99 | {cpu.load.p50_ms:.1f} ms, {cpu.load.p99_ms:.1f} ms |",
+        f"| Small requests' errors | {cpu.load.errors} |",
+        f"| Bomb requests | {len(cpu.bombs)}: {_statuses(bomb_statuses)} (0: no answer) |",
+        f"| Bomb latency, median and slowest | {bomb_seconds[len(bomb_seconds) // 2]:.1f} s, "
+        f"{bomb_seconds[-1]:.1f} s |",
+        f"| Bombs answered 400 within {cpu.budget_s + 1:g} s | {cpu.refused_in_time}/{len(cpu.bombs)} |",
+        "",
+        "## Frozen inference process",
+        "",
+        f"{frozen_worker.CLIENTS} clients loop POST /predict; after {frozen_worker.LOAD_S:g} s the inference "
+        "process (from the log line `inference process <pid> ready`) gets SIGSTOP: alive and silent. "
+        f"/health is polled every {frozen_worker.POLL_S * 1000:.0f} ms; the server has "
+        f"FASHION_REQUEST_TIMEOUT_S={frozen.request_timeout_s:g} (bench/frozen_worker.py). Pass: /health 503 "
+        f"within {frozen_worker.UNHEALTHY_WITHIN_S:g} s, a new process serving within "
+        f"{frozen_worker.SERVING_WITHIN_S:g} s, no request longer than the timeout and "
+        f"{frozen_worker.SLACK_S:g} s, no 500, none dropped.",
+        "",
+        "| Measure | Value |",
+        "|---|---|",
+        f"| /health 503 after SIGSTOP | {_seconds(frozen.unhealthy_after_s)} |",
+        f"| A new inference process serving, after SIGSTOP | {_seconds(frozen.serving_after_s)} "
+        f"(process {frozen.old_pid} frozen, then {frozen.new_pid or 'none'}) |",
+        f"| Requests | {frozen.requests}: {_statuses(frozen.statuses)} |",
+        f"| Dropped | {frozen.dropped} |",
+        f"| Slowest request | {frozen.max_latency_s:.1f} s |",
+        f"| /health from SIGSTOP on | {_statuses(frozen.health)} (0: no answer within 2 s) |",
+        "",
+    ]
+    return lines

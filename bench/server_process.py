@@ -13,6 +13,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 TICKS = os.sysconf("SC_CLK_TCK")
@@ -40,7 +41,13 @@ def child_processes() -> dict[int, list[int]]:
 
 class ServerProcess:
     def __init__(
-        self, name: str, command: list[str], port: int, log: Path, env: dict[str, str] | None = None
+        self,
+        name: str,
+        command: list[str],
+        port: int,
+        log: Path,
+        env: dict[str, str] | None = None,
+        cwd: Path | None = None,
     ) -> None:
         self.name, self.port, self.log = name, port, log
         self.started_at = time.perf_counter()
@@ -53,6 +60,7 @@ class ServerProcess:
                 stdout=output,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
+                cwd=cwd,
             )
 
     def wait_ready(self, timeout: float = 120.0) -> float:
@@ -117,3 +125,18 @@ class ServerProcess:
         # Whatever the group left behind (LitServe's workers can outlive their parent).
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self.process.pid, signal.SIGKILL)
+
+
+@contextlib.contextmanager
+def fashion_serve(model: Path, log: Path, **settings: object) -> Iterator[ServerProcess]:
+    """A fresh ``fashion-serve`` serving ``model`` on the CPU, ready; each keyword a FASHION_
+    setting (log_level="info"). Stopped, with everything it started, on exit."""
+    env = {"FASHION_MODEL_PATH": str(model), "FASHION_DEVICE": "cpu", "FASHION_LOG_LEVEL": "warning"}
+    env |= {f"FASHION_{name.upper()}": str(value) for name, value in settings.items()}
+    port = free_port()
+    server = ServerProcess("fashion-serve", ["-m", "app.serve", "--port", str(port)], port, log, env)
+    try:
+        server.wait_ready(timeout=300)
+        yield server
+    finally:
+        server.stop()

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import subprocess
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
@@ -26,7 +27,9 @@ from bench.serving_report import write_report
 
 
 def server_commands(model: str) -> dict[str, tuple[list[str], dict[str, str]]]:
-    """name: (python arguments, extra environment). Ports are filled in at start."""
+    """name: (python arguments, extra environment). Ports are filled in at start.
+
+    A name ``ours @ REF`` runs the service as it was at git revision REF (``--baseline``)."""
     # Access logs off everywhere: uvicorn's per-request log line would cost ours alone.
     ours_env = {"FASHION_MODEL_PATH": model, "FASHION_LOG_LEVEL": "warning"}
     return {
@@ -81,7 +84,10 @@ def measure_server(
 ) -> Round:
     port = free_port()
     arguments = [part.format(port=port) for part in command[0]]
-    server = ServerProcess(name, arguments, port, logs / f"{name.replace(' ', '_')}.log", command[1])
+    # The baseline's own code comes first on its path: python -m imports from the working directory.
+    cwd = logs / "baseline" if " @ " in name else None
+    log = logs / f"{name.replace(' ', '_').replace('@', 'at')}.log"
+    server = ServerProcess(name, arguments, port, log, command[1], cwd=cwd)
     url = f"http://127.0.0.1:{port}/predict"
     try:
         result = Round(startup_s=server.wait_ready())
@@ -107,6 +113,13 @@ def measure_server(
         server.stop()
 
 
+def checkout(revision: str, folder: Path) -> None:
+    """The repository's files at ``revision``, in ``folder`` (git archive: no work tree touched)."""
+    folder.mkdir()
+    archive = subprocess.run(["git", "archive", revision], check=True, capture_output=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(folder)], input=archive, check=True)
+
+
 def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description="Benchmark the service against naive, LitServe and ceiling servers",
@@ -121,6 +134,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--n-images", type=int, default=16, help="real test images wrk rotates")
     parser.add_argument("--memory-requests", type=int, default=10_000)
     parser.add_argument("--only", nargs="+", help="run only these servers (names as in the report)")
+    parser.add_argument(
+        "--baseline", help="also run the service at this git revision (A/B in the same run), as 'ours @ REV'"
+    )
     parser.add_argument("--output", type=Path, default=Path("docs/BENCHMARKS.md"))
     parser.add_argument("--json", type=Path, default=Path("docs/benchmarks-serving.json"))
     return parser
@@ -129,10 +145,14 @@ def get_args_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> None:
     args = get_args_parser().parse_args(argv)
     commands = server_commands(str(Path(args.model).resolve()))
-    names = [name for name in commands if not args.only or name in args.only]
+    if args.baseline:
+        commands[f"ours @ {args.baseline}"] = commands["ours"]
+    names = [name for name in commands if not args.only or name in args.only or " @ " in name]
     started = time.time()
     rounds: dict[str, list[Round]] = {name: [] for name in names}
     with tempfile.TemporaryDirectory() as tmp:
+        if args.baseline:
+            checkout(args.baseline, Path(tmp) / "baseline")
         bodies = Path(tmp) / "bodies"
         content_type = write_bodies(real_pngs(args.data_dir, args.n_images), bodies)
         for index in range(args.rounds):

@@ -59,6 +59,23 @@ def _goals(tables: dict[str, dict[int, dict[str, float]]], ours: str) -> list[tu
     return goals
 
 
+def _ab(ours: dict[int, dict[str, float]], base: dict[int, dict[str, float]], name: str) -> list[str]:
+    """The service against its own earlier revision, measured in the same run."""
+    lines = [
+        "",
+        f"## A/B: ours against {name}",
+        "",
+        "| concurrency | requests/s ratio | p50 ratio | p99 ratio |",
+    ]
+    lines.append("|---:|---:|---:|---:|")
+    for c in sorted(set(ours) & set(base)):
+        a, b = ours[c], base[c]
+        lines.append(
+            f"| {c} | {a['rps'] / b['rps']:.3f}x | {a['p50'] / b['p50']:.3f}x | {a['p99'] / b['p99']:.3f}x |"
+        )
+    return lines
+
+
 def _saturation(ceiling: dict[int, dict[str, float]]) -> list[str]:
     """Whether wrk, rather than the ceiling server, was the limit."""
     rows = ", ".join(f"{row['rps']:.0f}" for row in ceiling.values())
@@ -182,6 +199,9 @@ def write_report(
             lines += ["", f"## Goals of issue 5: {ours}", "", "| goal | measured | met |", "|---|---|---|"]
             for goal, measured, met in _goals(tables, ours):
                 lines.append(f"| {goal} | {measured} | {'yes' if met else '**no**'} |")
+    for name in tables:
+        if " @ " in name and OURS in tables:
+            lines += _ab(tables[OURS], tables[name], name)
     if CEILING in tables:
         lines += _saturation(tables[CEILING])
     lines += _offline_section(offline)

@@ -4,8 +4,10 @@ the model gives each offline, simple bad inputs, and multipart bodies ready to s
 
 from __future__ import annotations
 
+import http.client
 import os
 import random
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -102,11 +104,35 @@ def multipart(
 ) -> bytes:
     """A multipart/form-data body (CONTENT_TYPE, for the default boundary) with ``data`` as
     its one ``file`` field."""
-    head = (
-        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{filename}"\r\n'
-        f"Content-Type: {content_type}\r\n\r\n"
-    ).encode()
-    return head + data + f"\r\n--{boundary}--\r\n".encode()
+    return form("file", [(filename, data, content_type)], boundary)
+
+
+def form(field_name: str, files: list[tuple[str, bytes, str]], boundary: str = BOUNDARY) -> bytes:
+    """A multipart/form-data body with one ``field_name`` part per (filename, data, content type)."""
+    parts = [
+        f'--{boundary}\r\nContent-Disposition: form-data; name="{field_name}"; filename="{filename}"\r\n'
+        f"Content-Type: {content_type}\r\n\r\n".encode()
+        + data
+        + b"\r\n"
+        for filename, data, content_type in files
+    ]
+    return b"".join(parts) + f"--{boundary}--\r\n".encode()
+
+
+def post(port: int, path: str, body: bytes, timeout: float = 120.0) -> tuple[int | None, float]:
+    """POST a multipart body (CONTENT_TYPE) on a new connection: the status (None when no
+    answer came: reset, closed or timed out) and the seconds it took."""
+    started = time.monotonic()
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        connection.request("POST", path, body=body, headers={"Content-Type": CONTENT_TYPE})
+        response = connection.getresponse()
+        response.read()
+        return response.status, time.monotonic() - started
+    except (OSError, http.client.HTTPException):
+        return None, time.monotonic() - started
+    finally:
+        connection.close()
 
 
 def request_head(path: str, body_length: int, host: str = "127.0.0.1") -> bytes:
