@@ -96,9 +96,10 @@ class Settings(BaseSettings):
     decode_cpu_s: float = Field(
         1.0, gt=0, le=60, description="CPU time one upload may take to decode; beyond it, 400"
     )
-    # A 16 MP RGBA picture takes 64 MiB decoded, and its conversions a few times that.
+    # A 16 MP picture (the pixel limit) takes up to 64 MiB decoded; measured, every mode
+    # tested (RGBA, 16-bit, float, CMYK) decoded within 192 MiB of address space.
     decode_memory_mb: int = Field(
-        512, ge=64, le=65536, description="memory one decoding process may add while decoding; beyond it, 400"
+        256, ge=64, le=65536, description="memory one decoding process may add while decoding; beyond it, 400"
     )
     # One: the model is sized for one thread, and a second would take the core the event
     # loop and the decoding need. Measured on 2 cores, torch's default (one per core) made

@@ -28,8 +28,8 @@ from bench.uploads import form, multipart, post, sample_pngs
 CLIENTS, BURSTS = 16, 2
 MAX_GROWTH_MIB = 100  # memory after the bursts may exceed memory before by this much
 # The most decoding may hold at once with the default settings: FASHION_DECODE_MEMORY_MB
-# (512) for each of the FASHION_DECODE_PROCESSES (2) decoders. The peak must stay below it.
-DECODING_BUDGET_MIB = 512 * 2
+# (256) for each of the FASHION_DECODE_PROCESSES (2) decoders. The peak must stay below it.
+DECODING_BUDGET_MIB = 256 * 2
 SAMPLE_S = 0.05
 SETTLE_S = 3.0  # from the last answer to the memory reading "after"
 # A server that grows this far (or by half the memory available) is killed before it takes

@@ -74,7 +74,7 @@ def test_batching_settings_have_the_documented_defaults_and_read_the_environment
     defaults = load_settings()
     assert (defaults.max_batch_size, defaults.max_batch_wait_ms, defaults.max_queue) == (32, 2.0, 1024)
     assert (defaults.request_timeout_s, defaults.decode_processes, defaults.torch_threads) == (30.0, 2, 1)
-    assert (defaults.decode_cpu_s, defaults.decode_memory_mb) == (1.0, 512)
+    assert (defaults.decode_cpu_s, defaults.decode_memory_mb) == (1.0, 256)
     monkeypatch.setenv("FASHION_MAX_BATCH_SIZE", "8")
     monkeypatch.setenv("FASHION_MAX_BATCH_WAIT_MS", "0.5")
     monkeypatch.setenv("FASHION_MAX_QUEUE", "64")

@@ -126,6 +126,37 @@ def test_a_decode_over_its_memory_budget_fails_alone_and_keeps_nothing(tiny_chec
         assert client.post("/predict", files=upload(noise_png(300))).status_code == 200
 
 
+def test_the_largest_pictures_of_every_deep_mode_decode_within_the_default_budgets() -> None:
+    side = 4000  # 16 MP: the default pixel limit
+    ramp = np.tile(np.linspace(0, 1, side, dtype=np.float32), (side, 1))
+    pictures = {
+        "RGBA": Image.new("RGBA", (side, side), (10, 200, 30, 128)),
+        "I;16": Image.fromarray((ramp * 65535).astype(np.uint16)),
+        "F": Image.fromarray(ramp),
+        "CMYK": Image.new("CMYK", (side, side), (10, 200, 30, 0)),
+    }
+    files = []
+    for mode, picture in pictures.items():
+        buffer = io.BytesIO()
+        picture.save(buffer, "TIFF" if mode == "F" else "JPEG" if mode == "CMYK" else "PNG")
+        files.append(buffer.getvalue())
+    defaults = Settings()
+
+    async def main() -> None:
+        limits = DecoderLimits(
+            defaults.decode_cpu_s, defaults.decode_memory_mb * 2**20, defaults.max_image_pixels
+        )
+        pool = DecoderPool(1, limits, mp_context())
+        await pool.start()
+        try:
+            decoded = await pool.decode_all(files, "auto", many=True)
+        finally:
+            await pool.aclose()
+        assert [item.original_size for item in decoded] == [(side, side)] * len(files)
+
+    asyncio.run(main())
+
+
 def test_the_decoders_take_each_request_in_turn_not_a_whole_batch_first() -> None:
     async def main() -> list[str]:
         pool = DecoderPool(1, DecoderLimits(5.0, 512 * 2**20, 16_000_000), mp_context())
