@@ -13,7 +13,7 @@ from typing import NamedTuple
 from models.preprocessing import ImageError, InvertMode
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class Decoded:
     """An upload a decoder turned into the 28x28 uint8 pixels the network sees."""
 
@@ -22,7 +22,7 @@ class Decoded:
     inverted: bool
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class Task:
     """One request: its uploads (small ones still encoded, the rest decoded) and options."""
 
@@ -36,7 +36,7 @@ class Task:
     deadline: float
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class Stop:
     """Answer what you hold, then exit."""
 
@@ -51,13 +51,13 @@ class Found(NamedTuple):
     pixels: bytes | None  # the 28x28 picture the network saw, when asked for
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class Answered:
     job_id: int
     found: list[Found]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class Refused:
     """An upload the worker could not decode; the request fails with it."""
 
@@ -66,14 +66,14 @@ class Refused:
     error: ImageError
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class Bounced:
     """A request holding an upload too big to decode in the worker: decode it in a decoder."""
 
     job_id: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class Failed:
     """A forward pass raised: the request fails with a 500 (logged by the server)."""
 
@@ -81,7 +81,7 @@ class Failed:
     reason: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class PassStats:
     """What the metrics record about the forward passes of one turn of the worker's loop."""
 
@@ -90,17 +90,17 @@ class PassStats:
     queue_wait_s: list[float]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class Ready:
     pid: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class LoadFailed:
     reason: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class Heartbeat:
     """Sent when the worker has been idle for a heartbeat interval: it is alive."""
 
