@@ -15,11 +15,11 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.inference.protocol import InferenceTimeoutError, InferenceUnavailableError, QueueFullError
 from app.schemas import ErrorResponse
-from models.preprocessing import ImageError, NotAnImageError
+from models.preprocessing import FORMAT_NAMES, ImageError, NotAnImageError
 
 logger = logging.getLogger("app")
 
-SUPPORTED_FORMATS = "PNG, JPEG, WebP, BMP, GIF or TIFF"
+SUPPORTED_FORMATS = FORMAT_NAMES
 INTERNAL_ERROR = "internal server error"
 
 # status: (when, an example detail)

@@ -1,15 +1,14 @@
 """The model behind the API, as plain Python: load, preprocess, predict, postprocess.
 
-The request path is named steps, so a later dynamic batcher can sit between them::
+The request path is named steps, so the inference worker (app/inference) can batch between them::
 
-    decode(bytes) -> ModelInput              decode one upload to 28x28 uint8 pixels (any thread)
-    predict_batch([pixels, ...]) -> [probs]  normalise and run many items in one forward pass
+    decode(bytes) -> ModelInput              decode one upload to 28x28 uint8 pixels
+    predict(N x 1 x 28 x 28) -> N x classes  normalise and run a whole batch in one forward pass
     postprocess(probs, top_k) -> [ScoredClass]
 
-``preprocess`` is ``decode`` plus normalisation, for one item at a time. The server's
-batcher calls ``decode`` and leaves normalisation to ``predict_batch``: one vectorised
-operation per batch on the inference thread, instead of four small tensor operations per
-image on the decoding threads, where every one of them holds the GIL the event loop needs.
+``preprocess`` is ``decode`` plus normalisation, for one item at a time. The worker calls
+``decode`` and leaves normalisation to ``predict``: one vectorised operation per batch
+instead of four small tensor operations per image.
 """
 
 from __future__ import annotations

@@ -28,7 +28,7 @@ FORMAT_NAMES = "PNG, JPEG, WebP, BMP, GIF or TIFF"
 # for colour), so a file with more was made to be costly.
 MAX_JPEG_SCANS = 32
 InvertMode = Literal["auto", "true", "false"]
-INVERT_MODES: tuple[str, ...] = ("auto", "true", "false")
+INVERT_MODES: tuple[InvertMode, ...] = ("auto", "true", "false")
 
 # A border pixel brighter than this counts as "light" background.
 _LIGHT = 128
@@ -182,9 +182,7 @@ def load_image(image: Image.Image) -> Image.Image:
         image.draft(None, (REDUCED_SIDE, REDUCED_SIDE))  # a no-op for other formats
         image.load()
     except MemoryError:
-        failed: ImageError = ImageTooCostlyError(
-            "the image is too costly to decode: it needs too much memory"
-        )
+        failed: ImageError = ImageTooCostlyError(TOO_MUCH_MEMORY)
     except Exception:
         failed = CorruptImageError("the image is truncated or damaged")
     else:
@@ -241,6 +239,11 @@ def _border_is_light(pixels: np.ndarray) -> bool:
 _EARLY_REDUCE_MODES = ("L", "LA", "RGB", "RGBA", "I", "F")
 
 
+def _check_invert(invert: str) -> None:
+    if invert not in INVERT_MODES:
+        raise ValueError(f"invert must be one of {', '.join(INVERT_MODES)}, not {invert!r}")
+
+
 def _reduce(image: Image.Image, modes: Sequence[str]) -> Image.Image:
     """A picture in one of ``modes`` scaled down by a whole factor, both sides kept at least
     ``REDUCED_SIDE``, with box averages (cheap, and no aliasing); any other unchanged."""
@@ -257,8 +260,7 @@ def to_model_image(image: Image.Image, invert: InvertMode = "auto") -> tuple[Ima
     aspect ratio, centred on black: the way Fashion-MNIST itself was made. A big one is
     first scaled down by a whole factor that keeps both sides at least ``REDUCED_SIDE``.
     """
-    if invert not in INVERT_MODES:
-        raise ValueError(f"invert must be one of {', '.join(INVERT_MODES)}, not {invert!r}")
+    _check_invert(invert)
     gray = to_grayscale(_reduce(image, _EARLY_REDUCE_MODES))
     gray = _reduce(gray, ("L",))  # what the modes above leave big, now that it is grayscale
     inverted = _border_is_light(np.asarray(gray)) if invert == "auto" else invert == "true"
@@ -284,8 +286,7 @@ def decode_upload(
     """Uploaded bytes to the 28x28 picture the network sees, the upload's size, and whether
     it was inverted; any failure is an ImageError. ``check`` sees the opened header before
     any pixel is decoded, and may raise to stop there."""
-    if invert not in INVERT_MODES:
-        raise ValueError(f"invert must be one of {', '.join(INVERT_MODES)}, not {invert!r}")
+    _check_invert(invert)
     image = open_image(data, max_pixels)
     if check is not None:
         check(image)
@@ -294,9 +295,7 @@ def decode_upload(
     try:
         model_image, inverted = to_model_image(image, invert)
     except MemoryError:
-        failed: ImageError = ImageTooCostlyError(
-            "the image is too costly to decode: it needs too much memory"
-        )
+        failed: ImageError = ImageTooCostlyError(TOO_MUCH_MEMORY)
     except Exception:  # a mode Pillow decodes but cannot convert (CIELAB, for one)
         failed = CorruptImageError(f"the image's {image.mode} pixels cannot be converted to grayscale")
     else:

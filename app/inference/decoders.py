@@ -30,6 +30,7 @@ from app.inference.messages import Decoded
 from app.predictor import ItemError
 from models.preprocessing import (
     INPUT_SIZE,
+    INVERT_MODES,
     TOO_MUCH_MEMORY,
     CorruptImageError,
     EmptyImageError,
@@ -44,7 +45,6 @@ from models.preprocessing import (
 
 logger = logging.getLogger(__name__)
 
-_INVERT: tuple[InvertMode, ...] = ("auto", "true", "false")
 _ERRORS: tuple[type[ImageError], ...] = (
     ImageError,
     EmptyImageError,
@@ -85,7 +85,7 @@ def run_decoder(sock: socket.socket, limits: DecoderLimits) -> None:
     with contextlib.suppress(EOFError, OSError):
         while (payload := channel.receive(None)) is not None:
             signal.setitimer(signal.ITIMER_PROF, limits.cpu_s)
-            answer = _decode(payload[1:], _INVERT[payload[0] % 3], limits.max_pixels)
+            answer = _decode(payload[1:], INVERT_MODES[payload[0] % len(INVERT_MODES)], limits.max_pixels)
             signal.setitimer(signal.ITIMER_PROF, 0)
             channel.send(answer)
             if answer[0] != 0:  # a failed decode keeps nothing: no cycle, not even free heap
@@ -229,7 +229,7 @@ class _Slot:
                 if self._writer is None:
                     await self.spawn()
                 assert self._reader is not None and self._writer is not None
-                self._writer.write(frame(bytes([_INVERT.index(work.invert)]) + work.data))
+                self._writer.write(frame(bytes([INVERT_MODES.index(work.invert)]) + work.data))
                 answer = await read_frame(self._reader)
             except (asyncio.IncompleteReadError, ConnectionError, FrameError, OSError):
                 error = await self._ended(len(work.data))

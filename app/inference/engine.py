@@ -27,7 +27,12 @@ from app.inference.messages import (
     Refused,
     Task,
 )
-from app.inference.protocol import InferenceTimeoutError, InferenceUnavailableError, QueueFullError
+from app.inference.protocol import (
+    RESTARTING,
+    InferenceTimeoutError,
+    InferenceUnavailableError,
+    QueueFullError,
+)
 from app.inference.supervisor import State, Supervisor, WorkerHost
 from app.inference.worker import INLINE_MAX_BYTES
 from app.metrics import Metrics
@@ -117,7 +122,7 @@ class InferenceEngine:
         if self._closed:
             raise InferenceUnavailableError("the server is shutting down")
         if not self.ready:
-            raise InferenceUnavailableError("the inference process is restarting; retry")
+            raise InferenceUnavailableError(RESTARTING)
         size = len(payloads)
         if self._admitted + size > self.max_queue:
             raise QueueFullError(f"{self._admitted} images in flight; the queue holds {self.max_queue}")

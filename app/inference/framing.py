@@ -40,22 +40,24 @@ def frame(payload: bytes) -> bytes:
     return HEADER.pack(len(payload)) + payload
 
 
-async def read_frame(reader: asyncio.StreamReader) -> bytes:
-    """The next frame's payload; asyncio.IncompleteReadError when the other end has gone."""
-    (size,) = HEADER.unpack(await reader.readexactly(HEADER.size))
+def _size(header: bytes | bytearray) -> int:
+    """The payload size a frame's header announces; FrameError beyond MAX_FRAME."""
+    (size,) = HEADER.unpack_from(header)
     if size > MAX_FRAME:
         raise FrameError(f"a frame of {size} bytes")
-    return await reader.readexactly(size)
+    return int(size)
+
+
+async def read_frame(reader: asyncio.StreamReader) -> bytes:
+    """The next frame's payload; asyncio.IncompleteReadError when the other end has gone."""
+    return await reader.readexactly(_size(await reader.readexactly(HEADER.size)))
 
 
 def _split(buffer: bytearray) -> bytes | None:
     """The first whole frame's payload, taken out of ``buffer``; None if none is whole yet."""
     if len(buffer) < HEADER.size:
         return None
-    (size,) = HEADER.unpack_from(buffer)
-    if size > MAX_FRAME:
-        raise FrameError(f"a frame of {size} bytes")
-    end = HEADER.size + size
+    end = HEADER.size + _size(buffer)
     if len(buffer) < end:
         return None
     payload = bytes(buffer[HEADER.size : end])

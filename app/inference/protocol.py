@@ -21,6 +21,9 @@ class InferenceUnavailableError(RuntimeError):
     """The inference worker stopped (and is restarting), or the server is shutting down."""
 
 
+RESTARTING = "the inference process is restarting; retry"
+
+
 class Engine(Protocol):
     """Classifies uploads for the routes: decode -> batch -> predict -> unbatch -> encode."""
 

@@ -21,7 +21,7 @@ from typing import Protocol
 
 from app.inference.framing import FrameProtocol
 from app.inference.messages import FromWorker, Heartbeat, LoadFailed, Ready, Stop, ToWorker
-from app.inference.protocol import InferenceUnavailableError
+from app.inference.protocol import RESTARTING, InferenceUnavailableError
 from app.inference.worker import HEARTBEAT_S
 from models.checkpoint import CheckpointError
 
@@ -109,7 +109,7 @@ class Supervisor:
     def send(self, messages: list[ToWorker]) -> None:
         """Write to the worker without blocking; InferenceUnavailableError unless it is ready."""
         if self.state is not State.READY or self._link is None:
-            raise InferenceUnavailableError("the inference process is restarting; retry")
+            raise InferenceUnavailableError(RESTARTING)
         self._link.send(pickle.dumps(messages, protocol=pickle.HIGHEST_PROTOCOL))
 
     async def _launch(self) -> None:
