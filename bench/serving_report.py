@@ -196,7 +196,7 @@ def write_report(
             lines.append("| " + " | ".join(cells) + " |")
     for ours in (OURS, "ours --workers 2"):
         if ours in tables:
-            lines += ["", f"## Goals of issue 5: {ours}", "", "| goal | measured | met |", "|---|---|---|"]
+            lines += ["", f"## Goals: {ours}", "", "| goal | measured | met |", "|---|---|---|"]
             for goal, measured, met in _goals(tables, ours):
                 lines.append(f"| {goal} | {measured} | {'yes' if met else '**no**'} |")
     for name in tables:
