@@ -32,6 +32,7 @@ from models.preprocessing import (
     decode_upload,
     normalize,
     pixels_to_tensor,
+    standardize,
 )
 
 
@@ -177,6 +178,11 @@ class Predictor:
         """uint8 pixels to the network's input, with the statistics the model was trained with."""
         spec = self.loaded.input_spec
         return normalize(pixels, spec.mean, spec.std)
+
+    def standardize(self, x: torch.Tensor) -> torch.Tensor:
+        """float32 pixels in 0-1 to the network's input, in place."""
+        spec = self.loaded.input_spec
+        return standardize(x, spec.mean, spec.std)
 
     @torch.inference_mode()
     def predict(self, batch: torch.Tensor) -> torch.Tensor:

@@ -313,7 +313,11 @@ def normalize(pixels: torch.Tensor, mean: Sequence[float], std: Sequence[float])
 
     The one place the scaling happens, for training batches and served images alike.
     """
-    x = pixels.to(torch.float32).div_(255.0)
+    return standardize(pixels.to(torch.float32).div_(255.0), mean, std)
+
+
+def standardize(x: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
+    """float32 pixels in 0-1 (ToTensor's scale) to the network's input, in place."""
     return x.sub_(float(mean[0])).div_(float(std[0]))
 
 

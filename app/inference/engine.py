@@ -24,6 +24,7 @@ from app.inference.messages import (
     Found,
     FromWorker,
     PassStats,
+    PixelType,
     Refused,
     Task,
 )
@@ -116,8 +117,24 @@ class InferenceEngine:
         """Several uploads, in order; the first bad one raises ItemError naming its index."""
         return await self._submit(tuple(payloads), invert, False, top_k, many=True)
 
+    async def classify_pixels(
+        self, pixels: Sequence[bytes], dtype: PixelType = "uint8", top_k: int = 3
+    ) -> list[Prediction]:
+        """28x28 pixel arrays a client sent (784 values each, in ``dtype``): no decoding."""
+        size = INPUT_SIZE * INPUT_SIZE * (4 if dtype == "float32" else 1)
+        if any(len(item) != size for item in pixels):
+            raise ValueError(f"each image's pixels take {size} bytes as {dtype}")
+        side = (INPUT_SIZE, INPUT_SIZE)
+        uploads = tuple(Decoded(item, side, False, dtype) for item in pixels)
+        return await self._submit(uploads, "false", False, top_k, many=True)
+
     async def _submit(
-        self, payloads: tuple[bytes, ...], invert: InvertMode, keep_image: bool, top_k: int, many: bool
+        self,
+        payloads: tuple[bytes | Decoded, ...],
+        invert: InvertMode,
+        keep_image: bool,
+        top_k: int,
+        many: bool,
     ) -> list[Prediction]:
         if self._closed:
             raise InferenceUnavailableError("the server is shutting down")
@@ -135,8 +152,10 @@ class InferenceEngine:
         # One timer handle, not asyncio.timeout(): cheaper, and this runs for every request.
         timer = loop.call_later(self.timeout_s, self._expire, job)
         try:
-            uploads: tuple[bytes | Decoded, ...] = payloads
-            needs_decoders = any(len(data) > INLINE_MAX_BYTES for data in payloads)
+            uploads = payloads
+            needs_decoders = any(
+                isinstance(data, bytes) and len(data) > INLINE_MAX_BYTES for data in payloads
+            )
             while True:
                 if needs_decoders:
                     uploads = await self._decode(job, payloads, invert)
@@ -153,10 +172,12 @@ class InferenceEngine:
             self._admitted -= size
 
     async def _decode(
-        self, job: _Job, payloads: tuple[bytes, ...], invert: InvertMode
+        self, job: _Job, payloads: tuple[bytes | Decoded, ...], invert: InvertMode
     ) -> tuple[Decoded, ...]:
         """The uploads through the decoders, unless the request times out (or fails) first."""
-        decoding = asyncio.ensure_future(self.decoders.decode_all(payloads, invert, job.many))
+        encoded = [data for data in payloads if isinstance(data, bytes)]
+        assert len(encoded) == len(payloads), "a request holds uploads or pixels, not both"
+        decoding = asyncio.ensure_future(self.decoders.decode_all(encoded, invert, job.many))
         await asyncio.wait((decoding, job.future), return_when=asyncio.FIRST_COMPLETED)
         if job.future.done():
             decoding.cancel()  # an upload still waiting for a decoder is never decoded

@@ -8,18 +8,24 @@ fixed binary layout instead: ``app.inference.decoders``.)
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Literal, NamedTuple
 
 from models.preprocessing import ImageError, InvertMode
+
+PixelType = Literal["uint8", "float32"]
 
 
 @dataclass(frozen=True)
 class Decoded:
-    """An upload a decoder turned into the 28x28 uint8 pixels the network sees."""
+    """28x28 pixels the network sees: an upload a decoder decoded, or pixels a client sent.
+
+    ``pixels`` holds 784 values in ``dtype``: uint8 (0-255), or float32 (0-1, little-endian).
+    """
 
     pixels: bytes
     original_size: tuple[int, int]
     inverted: bool
+    dtype: PixelType = "uint8"
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol
 
+from app.inference.messages import PixelType
 from app.predictor import Prediction
 from models.preprocessing import InvertMode
 
@@ -47,6 +48,13 @@ class Engine(Protocol):
         self, payloads: Sequence[bytes], top_k: int = 3, invert: InvertMode = "auto"
     ) -> list[Prediction]:
         """Several uploads, in order; the first bad one raises ItemError naming its index."""
+        ...
+
+    async def classify_pixels(
+        self, pixels: Sequence[bytes], dtype: PixelType = "uint8", top_k: int = 3
+    ) -> list[Prediction]:
+        """28x28 pixel arrays a client sent (784 values each: uint8 0-255, or native float32 0-1),
+        straight to the network, in order."""
         ...
 
     async def aclose(self) -> None:

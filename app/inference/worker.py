@@ -151,31 +151,42 @@ class Worker:
         items = []
         now = time.perf_counter()
         for index, upload in enumerate(task.uploads):
-            if isinstance(upload, Decoded):
-                pixels = torch.frombuffer(bytearray(upload.pixels), dtype=torch.uint8)
-                picture: bytes | None = upload.pixels
-                size, inverted = upload.original_size, upload.inverted
-            else:
-                try:
-                    decoded = self.predictor.decode(upload, task.invert, task.keep_image, _check_inline)
-                except _NotInline:
-                    self._out.append(Bounced(task.job_id))
-                    return
-                except ImageError as exc:
-                    exc.__traceback__ = None  # it held the frames that held the pixels, in a cycle
-                    self._out.append(Refused(task.job_id, index, exc))
-                    return
-                except Exception as exc:  # a decoder bug: this request fails (a 500), the worker goes on
-                    self._out.append(Failed(task.job_id, f"{type(exc).__name__}: {exc}"))
-                    return
-                pixels, size, inverted = decoded.tensor, decoded.original_size, decoded.inverted
-                picture = decoded.image.tobytes() if decoded.image is not None else None
-            kept = picture if task.keep_image else None
-            items.append(
-                _Item(task, index, pixels.view(1, INPUT_SIZE, INPUT_SIZE), size, inverted, kept, now)
-            )
+            try:
+                items.append(self._item(task, index, upload, now))
+            except _NotInline:
+                self._out.append(Bounced(task.job_id))
+                return
+            except ImageError as exc:
+                exc.__traceback__ = None  # it held the frames that held the pixels, in a cycle
+                self._out.append(Refused(task.job_id, index, exc))
+                return
+            except Exception as exc:  # a decoder bug: this request fails (a 500), the worker goes on
+                self._out.append(Failed(task.job_id, f"{type(exc).__name__}: {exc}"))
+                return
         self._open[task.job_id] = _Open(task, [None] * len(items), len(items))
         self._pending.extend(items)
+
+    def _stack(self, pixels: list[torch.Tensor]) -> torch.Tensor:
+        """One batch: uint8 pixels as they are; with any 0-1 floats a client sent, the network's input."""
+        if all(p.dtype == torch.uint8 for p in pixels):
+            return torch.stack(pixels)  # normalised by predict
+        unit = [p if p.is_floating_point() else p.to(torch.float32).div_(255.0) for p in pixels]
+        return self.predictor.standardize(torch.stack(unit))
+
+    def _item(self, task: Task, index: int, upload: bytes | Decoded, now: float) -> _Item:
+        """One upload, decoded here unless it comes decoded, as an image waiting for its pass."""
+        if isinstance(upload, Decoded):
+            floating = upload.dtype == "float32"
+            dtype = torch.float32 if floating else torch.uint8
+            pixels = torch.frombuffer(bytearray(upload.pixels), dtype=dtype)
+            picture: bytes | None = None if floating else upload.pixels
+            size, inverted = upload.original_size, upload.inverted
+        else:
+            decoded = self.predictor.decode(upload, task.invert, task.keep_image, _check_inline)
+            pixels, size, inverted = decoded.tensor, decoded.original_size, decoded.inverted
+            picture = decoded.image.tobytes() if decoded.image is not None else None
+        kept = picture if task.keep_image else None
+        return _Item(task, index, pixels.view(1, INPUT_SIZE, INPUT_SIZE), size, inverted, kept, now)
 
     def _predict(self, batch: list[_Item]) -> None:
         """predict and unbatch: one forward pass; each finished task answered with all its images."""
@@ -191,7 +202,7 @@ class Worker:
             return
         began = time.perf_counter()
         try:
-            probabilities = self.predictor.predict(torch.stack([item.pixels for item in batch]))
+            probabilities = self.predictor.predict(self._stack([item.pixels for item in batch]))
             # One top-k for the whole pass, not a tensor operation per image.
             values, indices = probabilities.topk(len(self.predictor.classes), dim=1)
             values_list, indices_list = values.tolist(), indices.tolist()

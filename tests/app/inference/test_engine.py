@@ -9,24 +9,27 @@ exactly; timeouts are only safety nets. No test measures time.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 
 from app.inference.decoders import DecoderLimits, DecoderPool
 from app.inference.engine import InferenceEngine
 from app.inference.hosts import ThreadHost, mp_context
+from app.inference.messages import Decoded, Task
 from app.inference.protocol import InferenceTimeoutError, QueueFullError
 from app.inference.worker import Worker
 from app.metrics import Metrics
 from app.predictor import ItemError, Predictor
 from models.preprocessing import CorruptImageError, EmptyImageError
 from tests.app.held_forward import SAFETY_S, HeldForward
-from tests.app.images import GARBAGE, png_bytes
+from tests.app.images import GARBAGE, fashion_like, png_bytes
 
 
 @pytest.fixture
@@ -140,6 +143,50 @@ def test_batched_results_match_one_at_a_time(predictor: Predictor, held: HeldFor
                 assert [s.index for s in prediction.top] == [s.index for s in alone.top]
                 for got, want in zip(prediction.top, alone.top, strict=True):
                     assert got.probability == pytest.approx(want.probability, abs=1e-5)
+
+    run(main)
+
+
+def test_pixels_uint8_and_float_share_a_pass_and_match_the_decoded_upload(
+    predictor: Predictor, held: HeldForward
+) -> None:
+    picture = fashion_like()
+    as_uint8 = picture.tobytes()
+    as_float = (picture.astype(np.float32) / 255).tobytes()
+
+    async def main() -> None:
+        async with running(predictor, max_batch_size=32, max_wait_s=3600) as engine:
+            first = asyncio.ensure_future(engine.classify(png_bytes(picture), top_k=10))
+            await until(held.started.is_set)
+            # Queued behind the held pass: both kinds of pixels go into the next one, together.
+            rest = [
+                asyncio.ensure_future(engine.classify_pixels([as_uint8], "uint8", top_k=10)),
+                asyncio.ensure_future(engine.classify_pixels([as_float], "float32", top_k=10)),
+            ]
+            await until(lambda: engine.depth == 3 and engine.supervisor.unsent_bytes == 0)
+            # Pixels of the wrong size never reach the worker.
+            with pytest.raises(ValueError, match="take 3136 bytes as float32"):
+                await engine.classify_pixels([as_uint8], "float32")
+            held.release.set()
+            decoded = await first
+            (from_uint8,), (from_float,) = await asyncio.gather(*rest)
+            for prediction in (from_uint8, from_float):
+                assert [s.index for s in prediction.top] == [s.index for s in decoded.top]
+                for got, want in zip(prediction.top, decoded.top, strict=True):
+                    assert got.probability == pytest.approx(want.probability, abs=1e-6)
+
+    run(main)
+    assert held.sizes == [1, 2]
+
+
+def test_malformed_pixels_that_reach_the_worker_fail_their_task_and_it_carries_on(
+    predictor: Predictor,
+) -> None:
+    async def main() -> None:
+        async with running(predictor, timeout_s=SAFETY_S) as engine:
+            broken = Decoded(bytes(100), (28, 28), False, "float32")
+            engine.supervisor.send([Task(10**9, (broken,), "false", False, 3, time.monotonic() + 60)])
+            assert (await engine.classify(png_bytes())).top  # the worker is still there
 
     run(main)
 
