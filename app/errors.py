@@ -1,4 +1,5 @@
-"""Error answers: always JSON ``{"detail": "..."}`` with a short message, never a traceback.
+"""Error answers: always JSON ``{"detail": "..."}`` with a short message, never a traceback
+(``{"error": "..."}`` on the Open Inference Protocol's ``/v2`` routes, as that protocol says).
 
 Also the OpenAPI descriptions of those answers, so /docs shows each with an example.
 """
@@ -10,11 +11,13 @@ from typing import Any
 
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.inference.protocol import InferenceTimeoutError, InferenceUnavailableError, QueueFullError
 from app.schemas import ErrorResponse
+from app.v2.codec import ProtocolError
 from models.preprocessing import FORMAT_NAMES, ImageError, NotAnImageError
 
 logger = logging.getLogger("app")
@@ -89,6 +92,13 @@ def image_error(exc: ImageError, prefix: str = "", batch: bool = False) -> HTTPE
     return HTTPException(400, detail=f"{prefix}{exc}")
 
 
+def error_content(path: str, message: str) -> dict[str, str]:
+    """An error's JSON body for a request to ``path``."""
+    if path == "/v2" or path.startswith("/v2/"):
+        return {"error": message}
+    return {"detail": message}
+
+
 def _describe_validation(exc: RequestValidationError) -> str:
     problems = []
     for error in exc.errors():
@@ -104,25 +114,42 @@ def _describe_validation(exc: RequestValidationError) -> str:
 
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
-    return JSONResponse({"detail": _describe_validation(exc)}, status_code=422)
+    return JSONResponse(error_content(request.url.path, _describe_validation(exc)), status_code=422)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, StarletteHTTPException)
+    if exc.status_code in (204, 304):
+        return Response(status_code=exc.status_code, headers=exc.headers)
+    content = error_content(request.url.path, str(exc.detail))
+    return JSONResponse(content, status_code=exc.status_code, headers=exc.headers)
+
+
+async def _protocol_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, ProtocolError)
+    return JSONResponse(error_content(request.url.path, str(exc)), status_code=exc.status)
 
 
 async def _queue_full(request: Request, exc: Exception) -> JSONResponse:
-    return JSONResponse({"detail": BUSY}, status_code=503, headers={"Retry-After": str(RETRY_AFTER_S)})
+    headers = {"Retry-After": str(RETRY_AFTER_S)}
+    return JSONResponse(error_content(request.url.path, BUSY), status_code=503, headers=headers)
 
 
 async def _unavailable(request: Request, exc: Exception) -> JSONResponse:
     headers = {"Retry-After": str(RETRY_AFTER_S)}
-    return JSONResponse({"detail": str(exc)}, status_code=503, headers=headers)  # nothing internal
+    # The message names what happened, nothing internal.
+    return JSONResponse(error_content(request.url.path, str(exc)), status_code=503, headers=headers)
 
 
 async def _timed_out(request: Request, exc: Exception) -> JSONResponse:
-    return JSONResponse({"detail": str(exc)}, status_code=504)  # names the timeout, nothing internal
+    return JSONResponse(error_content(request.url.path, str(exc)), status_code=504)
 
 
 def install_error_handlers(app: FastAPI) -> None:
-    """Validation errors as one readable string, like every other error; batching's 503 and 504."""
+    """Validation errors as one readable string, like every other error; the engine's 503 and 504."""
     app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(ProtocolError, _protocol_error)
     app.add_exception_handler(QueueFullError, _queue_full)
     app.add_exception_handler(InferenceTimeoutError, _timed_out)
     app.add_exception_handler(InferenceUnavailableError, _unavailable)
@@ -166,4 +193,5 @@ class UnexpectedErrorMiddleware:
             logger.exception("unhandled error on %s %s", scope["method"], scope["path"])
             if tracked.response_started:
                 raise  # too late for a clean answer: the server drops the connection
-            await JSONResponse({"detail": INTERNAL_ERROR}, status_code=500)(scope, receive, send)
+            response = JSONResponse(error_content(scope["path"], INTERNAL_ERROR), status_code=500)
+            await response(scope, receive, send)

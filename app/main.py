@@ -14,7 +14,7 @@ from app.dependencies import ServiceState
 from app.errors import UnexpectedErrorMiddleware, install_error_handlers
 from app.lifespan import StartupErrorReporter, lifespan
 from app.metrics import MetricsMiddleware
-from app.routes import health, metrics, model, page, predict
+from app.routes import health, metrics, model, page, predict, v2
 from app.settings import Settings
 from app.upload_limit import UploadLimitMiddleware
 
@@ -38,7 +38,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     state = ServiceState(settings=settings)
     app.state.service = state
     install_error_handlers(app)
-    for router in (predict.router, model.router, health.router, metrics.router, page.router):
+    for router in (predict.router, v2.router, model.router, health.router, metrics.router, page.router):
         app.include_router(router)
     app.mount("/static", page.static_files(), name="static")
     # Added last = outermost: metrics see every request, 408s, 413s and 500s included, and

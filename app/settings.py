@@ -39,6 +39,12 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, frozen=True)
 
     model_path: Path = Field(default_factory=shipped_model_path, description="the checkpoint to serve")
+    # The name the Open Inference Protocol routes serve the model under (/v2/models/<name>).
+    model_name: str = Field(
+        "fashion-mnist",
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$",
+        description="the model's name on the V2 routes: letters, digits, '_', '.', '-' (at most 64)",
+    )
     device: str = Field("auto", description="auto (CUDA when present, else CPU), cpu, cuda or cuda:N")
     max_upload_bytes: int = Field(
         10 * 1024 * 1024, ge=1, description="largest request body, all files and multipart framing"
@@ -57,7 +63,9 @@ class Settings(BaseSettings):
         description="average each image's probabilities with its mirror image's "
         "(unset: as the checkpoint says; false halves the compute and loses some accuracy)",
     )
-    max_batch_files: int = Field(64, ge=1, description="most files in one /predict/batch request")
+    max_batch_files: int = Field(
+        64, ge=1, description="most files in one /predict/batch request, or images in one V2 infer request"
+    )
     # Dynamic batching (app/inference/batching.py). 32 images of 28x28 make a forward pass that
     # amortises the per-call overhead without making the batch's last image wait long.
     max_batch_size: int = Field(32, ge=1, le=4096, description="most images in one forward pass")

@@ -11,7 +11,7 @@ from starlette.datastructures import Headers
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.errors import TrackedSend
+from app.errors import TrackedSend, error_content
 
 
 def too_large_detail(limit: int) -> str:
@@ -100,5 +100,6 @@ class UploadLimitMiddleware:
             # FastAPI's exception handler normally answers; this covers a body read elsewhere.
             if tracked.response_started:
                 raise
-            response = JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers)
+            content = error_content(scope["path"], exc.detail)
+            response = JSONResponse(content, status_code=exc.status_code, headers=exc.headers)
             await response(scope, receive, send)
