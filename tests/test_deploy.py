@@ -101,3 +101,50 @@ def test_kubernetes_waits_for_the_pre_stop_pause_and_the_shutdown_grace() -> Non
     assert pause[0] == "sleep"
     # What is left after both is the lifespan's shutdown: a few seconds at least.
     assert pod["terminationGracePeriodSeconds"] >= int(pause[1]) + grace + 5
+
+
+MANIFESTS = sorted((REPO / "deploy").glob("*.yaml"))
+# KServe's kinds are custom resources with no schema in kubernetes-validate: what they hold
+# of Kubernetes' own (the runtime's containers) is validated as a Pod's containers.
+KSERVE_KINDS = {"ServingRuntime", "InferenceService"}
+
+
+@pytest.mark.parametrize("manifest", MANIFESTS, ids=[path.name for path in MANIFESTS])
+def test_every_manifest_validates_against_the_kubernetes_schemas(manifest: Path) -> None:
+    kubernetes_validate = pytest.importorskip("kubernetes_validate")
+    version = kubernetes_validate.latest_version()
+    documents = [doc for doc in yaml.safe_load_all(manifest.read_text()) if doc]
+    assert documents
+    for document in documents:
+        if document["kind"] in KSERVE_KINDS:
+            containers = document["spec"].get("containers")
+            if containers is None:
+                continue
+            document = {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "metadata": {"name": document["metadata"]["name"]},
+                "spec": {"containers": containers},
+            }
+        # Raises ValidationError, naming the field, for anything the schema does not allow.
+        kubernetes_validate.validate(document, version, strict=True)
+
+
+def test_kserve_manifest_serves_the_v2_protocol_with_our_probes() -> None:
+    documents = {
+        doc["kind"]: doc for doc in yaml.safe_load_all((REPO / "deploy" / "kserve.yaml").read_text())
+    }
+    assert set(documents) == KSERVE_KINDS
+    runtime, service = documents["ServingRuntime"], documents["InferenceService"]
+    model = service["spec"]["predictor"]["model"]
+    assert model["protocolVersion"] == "v2" in runtime["spec"]["protocolVersions"]
+    assert model["runtime"] == runtime["metadata"]["name"]
+    assert model["modelFormat"]["name"] in {f["name"] for f in runtime["spec"]["supportedModelFormats"]}
+    (container,) = runtime["spec"]["containers"]
+    paths = set(create_app().openapi()["paths"])
+    assert container["readinessProbe"]["httpGet"]["path"] == "/v2/health/ready" in paths
+    assert container["livenessProbe"]["httpGet"]["path"] == "/v2/health/live" in paths
+    assert container["ports"][0]["containerPort"] == container["readinessProbe"]["httpGet"]["port"] == 8000
+    env = {e["name"]: e["value"] for e in container["env"]}
+    assert set(env) <= SETTING_NAMES
+    Settings(model_name=env["FASHION_MODEL_NAME"])  # a name the settings accept
