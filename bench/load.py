@@ -1,13 +1,15 @@
-"""The load generator: wrk, posting real Fashion-MNIST PNGs as multipart uploads.
+"""The load generator: wrk, posting real Fashion-MNIST PNGs as multipart uploads (or as
+Open Inference Protocol requests).
 
 wrk is C with a LuaJIT hook (bench/post_images.lua); each request is a pre-built byte
 string, so one wrk thread costs a small share of a core even at a thousand requests per
-second. An async Python client cannot say the same: on these 2-core machines, issue 5
+second. An async Python client cannot say the same: on these 2-core machines we
 measured a bare endpoint at 95 requests/s through httpx and about 1,200 through wrk.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import resource
@@ -42,6 +44,46 @@ def write_bodies(pngs: list[bytes], folder: Path) -> str:
     for index, png in enumerate(pngs):
         (folder / f"{index}.bin").write_bytes(multipart(png, f"{index}.png", boundary=BOUNDARY))
     return f"multipart/form-data; boundary={BOUNDARY}"
+
+
+def v2_body(png: bytes, input_name: str) -> tuple[bytes, int]:
+    """An Open Inference Protocol request for one image, as Triton's client sends it: JSON,
+    then the tensor as binary data. ``image``: the PNG file; ``pixels``: its 28x28 UINT8
+    pixels. Returns the body and the JSON part's length."""
+    import struct
+
+    import numpy as np
+    from PIL import Image
+
+    if input_name == "image":
+        tensor, shape, datatype = struct.pack("<I", len(png)) + png, [1], "BYTES"
+    else:
+        pixels = np.asarray(Image.open(io.BytesIO(png)).convert("L"), dtype=np.uint8)
+        tensor, shape, datatype = pixels.tobytes(), [1, *pixels.shape], "UINT8"
+    request = {
+        "inputs": [
+            {
+                "name": input_name,
+                "datatype": datatype,
+                "shape": shape,
+                "parameters": {"binary_data_size": len(tensor)},
+            }
+        ],
+        "outputs": [{"name": "class_name"}, {"name": "probabilities"}],
+    }
+    header = json.dumps(request).encode()
+    return header + tensor, len(header)
+
+
+def write_v2_bodies(pngs: list[bytes], folder: Path, input_name: str) -> str:
+    """One V2 infer body per image, each with its own Inference-Header-Content-Length;
+    returns the Content-Type."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for index, png in enumerate(pngs):
+        body, header_length = v2_body(png, input_name)
+        (folder / f"{index}.bin").write_bytes(body)
+        (folder / f"{index}.headers").write_text(f"Inference-Header-Content-Length: {header_length}\n")
+    return "application/octet-stream"
 
 
 def run_wrk(

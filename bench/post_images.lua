@@ -1,5 +1,6 @@
--- wrk script: POST prepared multipart bodies to the URL's path, in rotation.
---   BENCH_BODIES  folder of 0.bin, 1.bin, ... (bench/load.py writes them)
+-- wrk script: POST prepared bodies to the URL's path, in rotation.
+--   BENCH_BODIES  folder of 0.bin, 1.bin, ... (bench/load.py writes them), and for a body
+--                 that needs headers of its own, N.headers ("Name: value" lines)
 --   BENCH_TYPE    the Content-Type header, boundary included
 -- Requests are formatted once in init(), so per request wrk only copies bytes: the Lua
 -- side must cost far less than the servers it measures.
@@ -14,8 +15,17 @@ function init(args)
     if not file then break end
     local body = file:read("*a")
     file:close()
+    local headers = { ["Content-Type"] = content_type }
+    local extra = io.open(folder .. "/" .. n .. ".headers", "r")
+    if extra then
+      for line in extra:lines() do
+        local name, value = line:match("^([^:]+):%s*(.-)%s*$")
+        if name then headers[name] = value end
+      end
+      extra:close()
+    end
     n = n + 1
-    prepared[n] = wrk.format("POST", nil, { ["Content-Type"] = content_type }, body)
+    prepared[n] = wrk.format("POST", nil, headers, body)
   end
   assert(n > 0, "no bodies in " .. folder)
 end

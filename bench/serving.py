@@ -20,7 +20,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from bench.load import LoadResult, run_wrk, write_bodies
+from bench.load import LoadResult, run_wrk, write_bodies, write_v2_bodies
 from bench.machine import machine_info, offline_speed
 from bench.server_process import ServerProcess, free_port
 from bench.serving_report import write_report
@@ -35,10 +35,17 @@ def server_commands(model: str) -> dict[str, tuple[list[str], dict[str, str]]]:
     return {
         "ours": (["-m", "app.serve", "--port", "{port}"], ours_env),
         "ours --workers 2": (["-m", "app.serve", "--port", "{port}", "--workers", "2"], ours_env),
+        **{name: (["-m", "app.serve", "--port", "{port}"], ours_env) for name in TARGETS},
         "naive": (["-m", "bench.naive_server", "--port", "{port}", "--model", model], {}),
         "LitServe": (["-m", "bench.litserve_server", "--port", "{port}", "--model", model], {}),
         "ceiling": (["-m", "bench.ceiling_server", "--port", "{port}"], {}),
     }
+
+
+# What each server is sent: the path, and the bodies (multipart uploads unless named here).
+# The V2 entries are the same service as "ours", driven through the Open Inference Protocol.
+V2_INFER = "/v2/models/fashion-mnist/infer"
+TARGETS = {"ours V2 image": (V2_INFER, "image"), "ours V2 pixels": (V2_INFER, "pixels")}
 
 
 @dataclass
@@ -77,8 +84,7 @@ def measure_server(
     name: str,
     command: tuple[list[str], dict[str, str]],
     args: argparse.Namespace,
-    bodies: Path,
-    content_type: str,
+    all_bodies: dict[str, tuple[Path, str]],
     logs: Path,
     first_round: bool,
 ) -> Round:
@@ -88,7 +94,9 @@ def measure_server(
     cwd = logs / "baseline" if " @ " in name else None
     log = logs / f"{name.replace(' ', '_').replace('@', 'at')}.log"
     server = ServerProcess(name, arguments, port, log, command[1], cwd=cwd)
-    url = f"http://127.0.0.1:{port}/predict"
+    path, kind = TARGETS.get(name, ("/predict", "multipart"))
+    bodies, content_type = all_bodies[kind]
+    url = f"http://127.0.0.1:{port}{path}"
     try:
         result = Round(startup_s=server.wait_ready())
         if first_round:
@@ -153,14 +161,16 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         if args.baseline:
             checkout(args.baseline, Path(tmp) / "baseline")
-        bodies = Path(tmp) / "bodies"
-        content_type = write_bodies(real_pngs(args.data_dir, args.n_images), bodies)
+        pngs = real_pngs(args.data_dir, args.n_images)
+        uploads = Path(tmp) / "bodies"
+        bodies = {"multipart": (uploads, write_bodies(pngs, uploads))}
+        for _, kind in TARGETS.values():
+            folder = Path(tmp) / f"bodies-{kind}"
+            bodies[kind] = (folder, write_v2_bodies(pngs, folder, kind))
         for index in range(args.rounds):
             print(f"round {index + 1} of {args.rounds}", flush=True)
             for name in names:
-                rounds[name].append(
-                    measure_server(name, commands[name], args, bodies, content_type, Path(tmp), index == 0)
-                )
+                rounds[name].append(measure_server(name, commands[name], args, bodies, Path(tmp), index == 0))
     offline = offline_speed(args.model)
     machine = machine_info()
     machine["benchmark_minutes"] = round((time.time() - started) / 60, 1)

@@ -1,4 +1,4 @@
-"""The serving benchmark's Markdown report: medians over rounds, the goals of issue 5, the context."""
+"""The serving benchmark's Markdown report: medians over rounds, the goals, the context."""
 
 from __future__ import annotations
 
@@ -37,7 +37,7 @@ def summarise(rounds: list[Round]) -> dict[int, dict[str, float]]:
 
 
 def _goals(tables: dict[str, dict[int, dict[str, float]]], ours: str) -> list[tuple[str, str, bool]]:
-    """(goal, measured, met) for each goal of issue 5 that this run can check."""
+    """(goal, measured, met) for each goal of the service that this run can check."""
     goals: list[tuple[str, str, bool]] = []
     mine = tables.get(ours, {})
 
@@ -56,6 +56,23 @@ def _goals(tables: dict[str, dict[int, dict[str, float]]], ours: str) -> list[tu
         ratio(f"p99 <= 2x p50 at concurrency {top} (ms)", mine[top]["p99"], mine[top]["p50"], 2.0, True)
     if 1 in mine and 1 in tables.get(NAIVE, {}):
         ratio("p50 at concurrency 1 <= 1.2x naive's (ms)", mine[1]["p50"], tables[NAIVE][1]["p50"], 1.2, True)
+    return goals
+
+
+V2_IMAGE, V2_PIXELS = "ours V2 image", "ours V2 pixels"
+
+
+def _v2_goals(tables: dict[str, dict[int, dict[str, float]]]) -> list[tuple[str, str, bool]]:
+    """The Open Inference Protocol routes against /predict, the same service in the same run."""
+    mine = tables.get(OURS, {})
+    top = max(mine, default=0)
+    goals = []
+    for name, target, word in ((V2_IMAGE, 0.9, ">= 0.9x"), (V2_PIXELS, 1.0, "> 1x")):
+        if top in mine and top in tables.get(name, {}):
+            a, b = tables[name][top]["rps"], mine[top]["rps"]
+            met = a / b >= target if target < 1 else a / b > target
+            goal = f"{name.removeprefix('ours ')} requests/s at concurrency {top} {word} /predict's"
+            goals.append((goal, f"{a / b:.2f}x ({a:.1f} / {b:.1f})", met))
     return goals
 
 
@@ -118,6 +135,11 @@ figure below is from that one run. Raw figures: `{json}`.
     (batches of up to 32 images, 2 ms wait, queue of 1,024, one torch thread);
     **ours --workers 2**: the same with two worker processes. `FASHION_LOG_LEVEL=warning`
     turns off uvicorn's per-request access log, which no other server here writes either.
+    **ours V2 image** and **ours V2 pixels**: the same service driven through the Open
+    Inference Protocol, `POST /v2/models/fashion-mnist/infer`, as Triton's client sends it:
+    a JSON header, then the tensor as binary data: the PNG file as a `BYTES` element
+    (`image`), or its 28x28 pixels as `UINT8` (`pixels`, no decoding); outputs
+    `class_name` and `probabilities`, as JSON.
   - **naive**: `bench/naive_server.py`, the FastAPI tutorial's way: a sync endpoint, one
     forward pass per request, no batching, torch's default threads (one per core). It
     loads the model through `app.predictor` (batch norm folded, warmed up) and
@@ -199,6 +221,10 @@ def write_report(
             lines += ["", f"## Goals: {ours}", "", "| goal | measured | met |", "|---|---|---|"]
             for goal, measured, met in _goals(tables, ours):
                 lines.append(f"| {goal} | {measured} | {'yes' if met else '**no**'} |")
+    if v2 := _v2_goals(tables):
+        lines += ["", "## Goals: the Open Inference Protocol (V2) routes", "", "| goal | measured | met |"]
+        lines.append("|---|---|---|")
+        lines += [f"| {goal} | {measured} | {'yes' if met else '**no**'} |" for goal, measured, met in v2]
     for name in tables:
         if " @ " in name and OURS in tables:
             lines += _ab(tables[OURS], tables[name], name)
