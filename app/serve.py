@@ -16,6 +16,7 @@ from types import FrameType
 
 import uvicorn
 
+from app.http_protocol import BoundedHttpToolsProtocol
 from app.settings import SettingsError, load_settings
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
@@ -76,6 +77,8 @@ def main(argv: list[str] | None = None) -> None:
             timeout_graceful_shutdown=settings.shutdown_grace_s,
             # The Server header only tells a scanner what to try; Date stays (HTTP asks for it).
             server_header=False,
+            # The C parser, with a size limit and a deadline on each request's head.
+            http=BoundedHttpToolsProtocol,
         )
     finally:
         signal.signal(signal.SIGTERM, previous)
