@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Annotated, Literal
 
 from fastapi import Depends, HTTPException, Request
+from pydantic import SecretStr
 
 from app.inference.protocol import Engine
 from app.metrics import Metrics
@@ -37,6 +38,9 @@ class ServiceState:
         if self.settings is None:
             return float(Settings.model_fields["body_timeout_s"].default)
         return self.settings.body_timeout_s
+
+    def api_key(self) -> SecretStr | None:
+        return None if self.settings is None else self.settings.api_key
 
     def cors_origins(self) -> tuple[str, ...]:
         return () if self.settings is None else self.settings.cors_origins

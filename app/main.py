@@ -9,9 +9,11 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from app import __version__
+from app.auth import ApiKeyMiddleware, protected_posts
 from app.cors import ConfiguredCORS
 from app.dependencies import ServiceState
 from app.errors import UnexpectedErrorMiddleware, install_error_handlers
+from app.head import HeadAsGetMiddleware
 from app.lifespan import StartupErrorReporter, lifespan
 from app.metrics import MetricsMiddleware
 from app.routes import health, metrics, model, page, predict, v2
@@ -34,6 +36,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version=__version__,
         description=DESCRIPTION,
         lifespan=lifespan,
+        # No redirect from /predict/ to /predict: Starlette's would echo the Host header.
+        redirect_slashes=False,
     )
     state = ServiceState(settings=settings)
     app.state.service = state
@@ -44,6 +48,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # Added last = outermost: metrics see every request, 408s, 413s and 500s included, and
     # CORS headers go on every answer, a 500 too.
     app.add_middleware(UploadLimitMiddleware, max_bytes=state.upload_limit, body_timeout_s=state.body_timeout)
+    app.add_middleware(ApiKeyMiddleware, api_key=state.api_key, protected=protected_posts(app))
+    app.add_middleware(HeadAsGetMiddleware)
     app.add_middleware(UnexpectedErrorMiddleware)
     app.add_middleware(ConfiguredCORS, origins=state.cors_origins)
     app.add_middleware(MetricsMiddleware, metrics=state.metrics)

@@ -21,6 +21,14 @@ ENDPOINTS = {
     ("get", "/health/live"): "LivenessResponse",
 }
 
+MODEL = "/v2/models/{model_name}"
+VERSION = MODEL + "/versions/{model_version}"
+V2_ROUTES = {("get", "/v2"), ("get", "/v2/health/live"), ("get", "/v2/health/ready")} | {
+    (method, path + suffix)
+    for path in (MODEL, VERSION)
+    for method, suffix in (("get", ""), ("get", "/ready"), ("post", "/infer"))
+}
+
 
 def test_importing_the_app_loads_nothing() -> None:
     # In a fresh interpreter: importing app.main must not read the model or touch a GPU.
@@ -51,9 +59,14 @@ def test_openapi_documents_every_endpoint_with_schemas_and_examples(client: Test
     assert response.status_code == 200
     document = response.json()
     paths = document["paths"]
-    assert {(method, path) for path, ops in paths.items() for method in ops} == set(ENDPOINTS) | {
+    assert {(method, path) for path, ops in paths.items() for method in ops} == set(ENDPOINTS) | V2_ROUTES | {
         ("get", "/metrics")
     }
+    for method, path in V2_ROUTES:  # the protocol's own error body
+        for status, answer in paths[path][method]["responses"].items():
+            # (422: FastAPI documents it for any route with parameters; these have no constraints)
+            if status.startswith(("4", "5")) and status != "422" and not path.endswith("/ready"):
+                assert answer["content"]["application/json"]["schema"]["$ref"].endswith("/V2Error"), path
     for (method, path), model in ENDPOINTS.items():
         operation = paths[path][method]
         assert operation["description"], f"{method} {path} has no docstring"
@@ -88,3 +101,29 @@ def test_the_docs_page_is_served(client: TestClient) -> None:
     response = client.get("/docs")
     assert response.status_code == 200
     assert "swagger" in response.text.lower()
+
+
+def test_head_is_answered_on_every_get_route_without_a_body(client: TestClient) -> None:
+    version = client.get("/model").json()["version"]
+    names = {"model_name": "fashion-mnist", "model_version": version}
+    gets = [path for path, item in client.app.openapi()["paths"].items() if "get" in item]  # type: ignore[attr-defined]
+    assert len(gets) >= 10
+    for template in [*gets, "/static/app.js"]:
+        path = template.format(**names)
+        get, head = client.get(path), client.head(path)
+        assert head.status_code == get.status_code == 200, path
+        assert head.content == b"", path
+        assert head.headers["content-type"] == get.headers["content-type"], path
+    assert (
+        client.head("/classes").headers["content-length"] == client.get("/classes").headers["content-length"]
+    )
+    assert client.head("/predict").status_code == 405  # a POST route stays POST
+
+
+@pytest.mark.parametrize(("method", "path"), [("POST", "/predict/"), ("GET", "/classes/"), ("GET", "/v2/")])
+def test_a_trailing_slash_is_a_404_never_a_redirect_to_the_host_header(
+    client: TestClient, method: str, path: str
+) -> None:
+    response = client.request(method, path, headers={"Host": "evil.example"}, follow_redirects=False)
+    assert response.status_code == 404
+    assert "location" not in response.headers
