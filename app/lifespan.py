@@ -19,6 +19,7 @@ from app.inference.engine import InferenceEngine
 from app.inference.hosts import ProcessHost, ThreadHost, mp_context
 from app.inference.supervisor import WorkerHost
 from app.inference.worker import Worker, WorkerConfig
+from app.logs import configure_logging
 from app.predictor import DeviceError, Predictor
 from app.settings import SettingsError, load_settings
 from models.checkpoint import CheckpointError
@@ -29,20 +30,6 @@ GIL_SWITCH_INTERVAL_S = 0.0005
 
 class StartupError(RuntimeError):
     """The service cannot start; the message is the whole story (path and reason)."""
-
-
-def configure_logging(level: str) -> None:
-    """Give the app's loggers a level, and a handler when nobody configured one.
-
-    uvicorn configures only its own loggers; without this our INFO lines would vanish.
-    """
-    for name in ("app", "models"):
-        named = logging.getLogger(name)
-        named.setLevel(level.upper())
-        if not named.handlers and not logging.getLogger().handlers:
-            handler = logging.StreamHandler()
-            handler.setFormatter(logging.Formatter("%(levelname)-9s %(name)s: %(message)s"))
-            named.addHandler(handler)
 
 
 def configure_threads(torch_threads: int) -> None:
@@ -99,12 +86,16 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             max_batch_size=settings.max_batch_size,
             max_wait_s=max_wait_s,
             version=predictor.version,
+            log_level=settings.log_level,
         )
         host = ProcessHost(config)
     else:
         host = ThreadHost(lambda: Worker(predictor, settings.max_batch_size, max_wait_s))
     limits = DecoderLimits(
-        settings.decode_cpu_s, settings.decode_memory_mb * 2**20, settings.max_image_pixels
+        settings.decode_cpu_s,
+        settings.decode_memory_mb * 2**20,
+        settings.max_image_pixels,
+        settings.log_level,
     )
     engine = InferenceEngine(
         predictor.classes,

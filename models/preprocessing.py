@@ -6,8 +6,10 @@ by the server becomes exactly the tensor the network saw in training and evaluat
 
 from __future__ import annotations
 
+import codecs
 import contextlib
 import io
+import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -21,6 +23,8 @@ DEFAULT_MAX_PIXELS = 16_000_000
 # The formats read, and the only ones Pillow is allowed to parse: every other format (ICO,
 # PSD, EPS, ...) is refused from its first bytes, before a parser that may decode a whole
 # embedded picture while merely opening the file (an ICO's PNG entry) ever runs.
+logger = logging.getLogger(__name__)
+
 FORMATS = ("PNG", "JPEG", "WEBP", "BMP", "GIF", "TIFF")
 FORMAT_NAMES = "PNG, JPEG, WebP, BMP, GIF or TIFF"
 # A progressive JPEG's decoding cost grows with its scans times its pixels, and one scan
@@ -88,14 +92,33 @@ class Preprocessed:
     inverted: bool
 
 
+def _log_cause(step: str, exc: Exception) -> None:
+    """One line with the cause of a refused upload; the client gets a fixed detail."""
+    # Text, not the exception: a record kept by a handler must not keep its traceback alive.
+    logger.info("upload refused at %s: %s: %s", step, type(exc).__name__, str(exc)[:200])
+
+
+_HTML_STARTS = (b"<!doctype html", b"<html", b"<head", b"<body", b"<script", b"<!--")
+
+
+def _without_bom(data: bytes) -> bytes:
+    """The start of ``data`` as UTF-8 without a byte-order mark (UTF-16 text re-encoded)."""
+    if data.startswith(codecs.BOM_UTF8):
+        return data[len(codecs.BOM_UTF8) :]
+    if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        return data[: 8192 & ~1].decode("utf-16", errors="replace").encode("utf-8")
+    return data
+
+
 def _sniff_non_image(data: bytes) -> str | None:
+    data = _without_bom(data[:8192])
     head = data[:512].lstrip()
     lowered = head.lower()
     if head.startswith(b"%PDF"):
         return "PDF"
     if b"<svg" in lowered:
         return "SVG"
-    if lowered.startswith((b"<!doctype html", b"<html")):
+    if lowered.startswith(_HTML_STARTS):
         return "HTML"
     if head[:1] in (b"{", b"["):
         return "JSON"
@@ -152,7 +175,8 @@ def open_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image
             error = ImageTooLargeError(f"the image has more than {max_pixels} pixels")
         else:
             error = CorruptImageError("the file is not a decodable image")
-    except Exception:  # Pillow raises many types on hostile headers
+    except Exception as exc:  # Pillow raises many types on hostile headers
+        _log_cause("open", exc)
         error = CorruptImageError("the file is not a decodable image")
     if error is not None:
         raise error
@@ -183,7 +207,8 @@ def load_image(image: Image.Image) -> Image.Image:
         image.load()
     except MemoryError:
         failed: ImageError = ImageTooCostlyError(TOO_MUCH_MEMORY)
-    except Exception:
+    except Exception as exc:
+        _log_cause("decode", exc)
         failed = CorruptImageError("the image is truncated or damaged")
     else:
         return image
@@ -205,6 +230,8 @@ def to_grayscale(image: Image.Image) -> Image.Image:
     mode = image.mode
     if mode == "L":
         return image
+    if mode == "LAB":  # CIELAB's first band is the lightness: the grayscale itself
+        return image.getchannel(0)
     if mode in ("I", "F") or mode.startswith("I;16"):
         # float32 and in place: a 16 MP picture takes 64 MiB here, not several copies of 128.
         pixels = np.array(image, dtype=np.float32)
@@ -296,7 +323,8 @@ def decode_upload(
         model_image, inverted = to_model_image(image, invert)
     except MemoryError:
         failed: ImageError = ImageTooCostlyError(TOO_MUCH_MEMORY)
-    except Exception:  # a mode Pillow decodes but cannot convert (CIELAB, for one)
+    except Exception as exc:  # a mode Pillow decodes but cannot convert
+        _log_cause("convert", exc)
         failed = CorruptImageError(f"the image's {image.mode} pixels cannot be converted to grayscale")
     else:
         return model_image, original_size, inverted

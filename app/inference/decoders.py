@@ -27,6 +27,7 @@ from typing import Any
 
 from app.inference.framing import Channel, FrameError, frame, read_frame, socket_pair
 from app.inference.messages import Decoded
+from app.logs import configure_logging
 from app.predictor import ItemError
 from models.preprocessing import (
     INPUT_SIZE,
@@ -64,6 +65,7 @@ class DecoderLimits:
     cpu_s: float  # CPU time one image may take
     memory_bytes: int  # how far a decoder's address space may grow beyond its size at start
     max_pixels: int
+    log_level: str = "info"  # the server's: a refused upload's cause is logged here
 
 
 # ---------------------------------------------------------------------------- the decoder process
@@ -74,6 +76,7 @@ def run_decoder(sock: socket.socket, limits: DecoderLimits) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     signal.signal(signal.SIGPROF, signal.SIG_DFL)  # the CPU budget: the default action ends the process
+    configure_logging(limits.log_level)
     gc.freeze()  # what the process started with: collections after a failure skip it
     _limit_address_space(limits.memory_bytes)
     libc = _glibc()

@@ -42,6 +42,7 @@ from app.inference.messages import (
     Stop,
     Task,
 )
+from app.logs import configure_logging
 from app.predictor import Predictor
 from models.preprocessing import INPUT_SIZE, ImageError
 
@@ -65,6 +66,7 @@ class WorkerConfig:
     max_batch_size: int
     max_wait_s: float
     version: str  # the server's model version: the worker refuses a file that changed since
+    log_level: str = "info"
 
 
 class _NotInline(Exception):
@@ -242,6 +244,7 @@ def run_in_process(config: WorkerConfig, sock: socket.socket) -> None:
     # Ctrl-C or a SIGTERM sent to the whole process group lets the server drain first.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    configure_logging(config.log_level)
     channel = Channel(sock)
     if config.torch_threads:
         torch.set_num_threads(config.torch_threads)

@@ -1,3 +1,4 @@
+import codecs
 import io
 
 import numpy as np
@@ -7,12 +8,15 @@ from PIL import Image
 
 import models.preprocessing
 from models.preprocessing import (
+    FORMATS,
     REDUCED_SIDE,
     CorruptImageError,
     EmptyImageError,
+    ImageError,
     ImageTooLargeError,
     NotAnImageError,
     decode_image,
+    decode_upload,
     normalize,
     preprocess,
     to_grayscale,
@@ -260,6 +264,11 @@ def test_empty_bytes() -> None:
         (b"%PDF-1.7\n1 0 obj\n<<>>\nendobj\n", "PDF"),
         (b'<?xml version="1.0"?><svg xmlns="http://www.w3.org/2000/svg"></svg>', "SVG"),
         (b"<!DOCTYPE html><html><body>hi</body></html>", "HTML"),
+        (codecs.BOM_UTF8 + b"<!DOCTYPE html><html><body>hi</body></html>", "HTML"),
+        ("<html><body>hi</body></html>".encode("utf-16"), "HTML"),  # with its byte-order mark
+        (b"\n  <!-- a page --><html lang=en></html>", "HTML"),
+        (b"<body onload=x()>", "HTML"),
+        (codecs.BOM_UTF8 + b"some notes, saved by Notepad\r\n", "text"),
         (b'{"image": "nope"}', "JSON"),
         (b"just some words in a text file\n", "text"),
     ],
@@ -294,3 +303,25 @@ def test_pixel_limit_is_checked_before_the_pixels_are_decoded() -> None:
 def test_normalize_works_on_batches() -> None:
     pixels = torch.tensor([[0, 255]], dtype=torch.uint8)
     assert torch.allclose(normalize(pixels, (0.5,), (0.5,)), torch.tensor([[-1.0, 1.0]]))
+
+
+@pytest.mark.parametrize("mode", Image.MODES)
+def test_every_mode_pillow_hands_back_decodes_or_is_refused_cleanly(mode: str) -> None:
+    """Each of Pillow's modes, in every supported format that can store it: a 28x28 picture,
+    or an ImageError (a 4xx), never another exception (a 500)."""
+    saved = 0
+    for fmt in FORMATS:
+        for size in ((28, 28), (60, 40)):
+            buffer = io.BytesIO()
+            try:
+                Image.new(mode, size, color=None).save(buffer, fmt)
+            except (OSError, ValueError, KeyError, TypeError):
+                continue  # this format cannot store this mode
+            saved += 1
+            try:
+                picture, _, _ = decode_upload(buffer.getvalue())
+            except ImageError:
+                continue
+            assert picture.mode == "L" and picture.size == (28, 28)
+    if mode not in ("HSV", "La", "RGBa", "PA", "I;16N"):  # modes no supported format stores
+        assert saved, f"no format stored {mode}: the walk tested nothing"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import logging
 import os
 from pathlib import Path
 
@@ -17,12 +18,14 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import IcoImagePlugin, Image
 
+import models.preprocessing
 from app.inference.decoders import DecoderLimits, DecoderPool
 from app.inference.hosts import mp_context
 from app.main import create_app
 from app.settings import Settings
 from models.preprocessing import (
     MAX_JPEG_SCANS,
+    CorruptImageError,
     ImageTooCostlyError,
     UnsupportedImageError,
     decode_upload,
@@ -64,12 +67,32 @@ def test_a_jpeg_of_more_scans_than_encoders_write_is_refused_before_decoding() -
         decode_upload(jpeg_with_scans(MAX_JPEG_SCANS + 1))
 
 
-def test_an_unconvertible_mode_is_a_400_not_a_500(client: TestClient) -> None:
+def test_a_cielab_picture_is_read_by_its_lightness(client: TestClient) -> None:
+    lightness = np.zeros((28, 28), dtype=np.uint8)
+    lightness[6:22, 9:19] = 200
+    lab = Image.merge(
+        "LAB", [Image.fromarray(lightness), Image.new("L", (28, 28), 128), Image.new("L", (28, 28), 128)]
+    )
     buffer = io.BytesIO()
-    Image.new("LAB", (28, 28)).save(buffer, "TIFF")
-    response = client.post("/predict", files=upload(buffer.getvalue()))
-    assert response.status_code == 400
-    assert response.json() == {"detail": "the image's LAB pixels cannot be converted to grayscale"}
+    lab.save(buffer, "TIFF")
+    response = client.post("/predict", files=upload(buffer.getvalue()), params={"top_k": 10})
+    expected = client.post("/predict", files=upload(png_bytes(lightness)), params={"top_k": 10})
+    assert response.status_code == 200
+    assert response.json()["top_k"] == expected.json()["top_k"]
+
+
+def test_pixels_that_cannot_be_converted_are_a_400_not_a_500(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    def unconvertible(image: Image.Image) -> Image.Image:
+        raise ValueError(f"conversion from {image.mode} to L not supported")
+
+    monkeypatch.setattr(models.preprocessing, "to_grayscale", unconvertible)
+    caplog.set_level(logging.INFO, logger="models.preprocessing")
+    with pytest.raises(CorruptImageError, match=r"^the image's L pixels cannot be converted to grayscale$"):
+        decode_upload(png_bytes())
+    (line,) = [r.getMessage() for r in caplog.records if r.name == "models.preprocessing"]
+    assert line == "upload refused at convert: ValueError: conversion from L to L not supported"
 
 
 def test_hostile_files_get_their_4xx_over_http(client: TestClient) -> None:
