@@ -100,13 +100,7 @@ class Predictor:
         max_image_pixels: int,
         flip_average: bool | None = None,
     ) -> None:
-        spec = loaded.input_spec
-        # The shared preprocessing produces 1x28x28; anything else cannot be fed.
-        if (spec.channels, spec.height, spec.width) != (1, INPUT_SIZE, INPUT_SIZE):
-            raise CheckpointError(
-                f"{loaded.path}: the model expects {spec.channels}x{spec.height}x{spec.width} input; "
-                f"this server feeds 1x{INPUT_SIZE}x{INPUT_SIZE}"
-            )
+        # load_checkpoint has checked the input is the 1x28x28 the shared preprocessing makes.
         self.loaded = loaded
         self.device = device
         self.max_image_pixels = max_image_pixels

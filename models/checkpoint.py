@@ -31,6 +31,7 @@ import torch
 from torch import nn
 
 from models.networks import build_model, count_parameters
+from models.validation import CheckpointError, check_classes, check_input, check_size, first_line, probe
 
 logger = logging.getLogger(__name__)
 
@@ -51,10 +52,6 @@ FASHION_MNIST_CLASSES: tuple[str, ...] = (
 # Pixel mean and std of the 60,000 Fashion-MNIST training images, scaled to 0..1.
 FASHION_MNIST_MEAN = (0.2860,)
 FASHION_MNIST_STD = (0.3530,)
-
-
-class CheckpointError(Exception):
-    """A model file that cannot be used; the message names the path and the reason."""
 
 
 @dataclass(frozen=True)
@@ -173,11 +170,6 @@ def save_checkpoint(checkpoint: dict[str, Any], path: str | os.PathLike[str]) ->
         raise
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0][:200] if text else type(exc).__name__
-
-
 def read_checkpoint(path: str | os.PathLike[str]) -> tuple[Any, str]:
     """Load the raw object with ``weights_only=True``; returns it and the file's SHA-256."""
     path = Path(path)
@@ -206,7 +198,7 @@ def read_checkpoint(path: str | os.PathLike[str]) -> tuple[Any, str]:
         # torch's message here is advice about weights_only, not about the file.
         raise CheckpointError(f"{path}: corrupt checkpoint (unreadable pickle data)") from None
     except Exception as exc:
-        raise CheckpointError(f"{path}: corrupt or not a PyTorch checkpoint ({_first_line(exc)})") from None
+        raise CheckpointError(f"{path}: corrupt or not a PyTorch checkpoint ({first_line(exc)})") from None
     return obj, sha256
 
 
@@ -228,7 +220,7 @@ def _build(path: Path, arch: str, model_args: dict[str, Any], state_dict: Any) -
     try:
         model.load_state_dict(state_dict)
     except (RuntimeError, TypeError, AttributeError) as exc:
-        raise CheckpointError(f"{path}: the weights do not fit arch {arch!r} ({_first_line(exc)})") from None
+        raise CheckpointError(f"{path}: the weights do not fit arch {arch!r} ({first_line(exc)})") from None
     return model.eval()
 
 
@@ -273,7 +265,12 @@ def load_checkpoint(path: str | os.PathLike[str]) -> LoadedModel:
             raise ValueError(f"inference.flip_average is {flip_average!r}, not true or false")
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise CheckpointError(f"{path}: checkpoint is missing or has a bad field ({exc})") from None
+    spec = input_spec
+    check_input(path, spec.height, spec.width, spec.channels, spec.mean, spec.std)
+    check_classes(path, classes)
+    check_size(path, arch, model_args, state_dict)
     model = _build(path, arch, model_args, state_dict)
+    probe(path, model, classes, spec.mean[0], spec.std[0])
     return LoadedModel(
         model=model,
         arch=arch,

@@ -180,7 +180,7 @@ def test_a_class_list_that_does_not_match_the_outputs_is_refused(tmp_path: Path)
         make_checkpoint(model, "cnn", TINY_CNN_ARGS, ["a", "b", "c", "d", "e"], InputSpec()), path
     )
     with pytest.raises(
-        CheckpointError, match=r"five\.pth: the network has 10 outputs but the checkpoint names 5"
+        CheckpointError, match=r"five\.pth: the network gives 10 outputs but the checkpoint names 5"
     ):
         Predictor.load(path, device="cpu")
 

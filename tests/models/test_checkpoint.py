@@ -206,3 +206,69 @@ def test_a_flip_average_that_is_not_a_boolean_is_a_bad_field(tmp_path: Path) -> 
     save_checkpoint(checkpoint, tmp_path / "bad.pth")
     with pytest.raises(CheckpointError, match=r"bad field.*flip_average"):
         load_checkpoint(tmp_path / "bad.pth")
+
+
+def _input(**changes: object) -> dict[str, object]:
+    return {"height": 28, "width": 28, "channels": 1, "mean": [0.286], "std": [0.353], **changes}
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"input": _input(std=[0.0])}, "input.std must be positive, not 0.0"),
+        ({"input": _input(std=[-1.0])}, "input.std must be positive, not -1.0"),
+        (
+            {"input": _input(mean=[float("nan")])},
+            r"input.mean \[nan\] and input.std \[0.353\] must be finite",
+        ),
+        ({"input": _input(std=[float("inf")])}, "must be finite"),
+        ({"input": _input(mean=[0.1, 0.2], std=[0.3, 0.3])}, "must hold one value each"),
+        ({"input": _input(height=32)}, "the model expects 1x32x28 input; this code feeds 1x28x28"),
+        ({"classes": ["T-shirt/top"] * 10}, "classes must be two or more distinct, non-blank names"),
+        ({"classes": ["a", " "]}, "classes must be two or more distinct, non-blank names"),
+        (
+            {"classes": [str(i) for i in range(9)]},
+            "the network gives 10 outputs but the checkpoint names 9 classes",
+        ),
+        (
+            {"arch": "mlp", "model_args": {"hidden": -1}},
+            r"bad model_args for 'mlp' \{'hidden': -1\} \(Trying to",
+        ),
+        (
+            {"arch": "mlp", "model_args": {"hidden": 10**7}},
+            "make a network of 100,007,960,000,010 parameters; at most",
+        ),
+        ({"arch": "mlp", "model_args": {"hidden": "big"}}, "bad model_args for 'mlp'"),
+        ({"model_args": {**TINY_CNN_ARGS, "dropout": 2.0}}, "bad model_args for 'cnn'"),
+    ],
+)
+def test_a_checkpoint_is_validated_whole_each_failure_one_line(
+    tiny_checkpoint: Path, changes: dict[str, object], message: str
+) -> None:
+    with pytest.raises(CheckpointError, match=message) as error:
+        load_checkpoint(_edited(tiny_checkpoint, **changes))
+    assert "\n" not in str(error.value) and str(error.value).startswith(str(tiny_checkpoint))
+
+
+def test_weights_that_give_no_finite_probability_are_refused(tiny_checkpoint: Path) -> None:
+    raw = torch.load(tiny_checkpoint, weights_only=True)
+    name = next(key for key in raw["state_dict"] if key.endswith("weight"))
+    raw["state_dict"][name] = torch.full_like(raw["state_dict"][name], float("nan"))
+    with pytest.raises(
+        CheckpointError, match=r"probabilities on a probe input are not finite \(NaN or infinity\)"
+    ):
+        load_checkpoint(_edited(tiny_checkpoint, state_dict=raw["state_dict"]))
+
+
+def test_the_size_check_allocates_nothing(tiny_checkpoint: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    built: list[str] = []
+    real = torch.nn.Linear.__init__
+
+    def recording(self: torch.nn.Linear, *args: object, **kwargs: object) -> None:
+        real(self, *args, **kwargs)  # type: ignore[arg-type]
+        built.append(str(self.weight.device))
+
+    monkeypatch.setattr(torch.nn.Linear, "__init__", recording)
+    with pytest.raises(CheckpointError, match="parameters; at most"):
+        load_checkpoint(_edited(tiny_checkpoint, arch="mlp", model_args={"hidden": 10**6}))
+    assert built and set(built) == {"meta"}  # a real build would have taken 4 GB
