@@ -15,7 +15,12 @@ from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.inference.protocol import InferenceTimeoutError, InferenceUnavailableError, QueueFullError
+from app.inference.protocol import (
+    InferenceTimeoutError,
+    InferenceUnavailableError,
+    NonFiniteOutputError,
+    QueueFullError,
+)
 from app.schemas import ErrorResponse
 from app.v2.codec import ProtocolError
 from models.preprocessing import FORMAT_NAMES, ImageError, NotAnImageError
@@ -145,6 +150,10 @@ async def _timed_out(request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse(error_content(request.url.path, str(exc)), status_code=504)
 
 
+async def _not_finite(request: Request, exc: Exception) -> JSONResponse:
+    return JSONResponse(error_content(request.url.path, str(exc)), status_code=500)
+
+
 def install_error_handlers(app: FastAPI) -> None:
     """Validation errors as one readable string, like every other error; the engine's 503 and 504."""
     app.add_exception_handler(RequestValidationError, _validation_error)
@@ -153,6 +162,7 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(QueueFullError, _queue_full)
     app.add_exception_handler(InferenceTimeoutError, _timed_out)
     app.add_exception_handler(InferenceUnavailableError, _unavailable)
+    app.add_exception_handler(NonFiniteOutputError, _not_finite)
 
 
 class TrackedSend:

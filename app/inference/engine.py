@@ -23,6 +23,7 @@ from app.inference.messages import (
     Failed,
     Found,
     FromWorker,
+    NotFinite,
     PassStats,
     PixelType,
     Refused,
@@ -32,6 +33,7 @@ from app.inference.protocol import (
     RESTARTING,
     InferenceTimeoutError,
     InferenceUnavailableError,
+    NonFiniteOutputError,
     QueueFullError,
 )
 from app.inference.supervisor import State, Supervisor, WorkerHost
@@ -209,6 +211,8 @@ class InferenceEngine:
                 )
             elif isinstance(message, Bounced):
                 job.future.set_result(_BOUNCED)
+            elif isinstance(message, NotFinite):
+                job.future.set_exception(NonFiniteOutputError(message.index))
             elif isinstance(message, Failed):
                 job.future.set_exception(RuntimeError(f"inference failed: {message.reason}"))
 

@@ -88,6 +88,15 @@ class Failed:
 
 
 @dataclass(frozen=True)
+class NotFinite:
+    """The network's output for one image of the request is NaN or infinite: the request
+    fails alone (a 500 saying so); the rest of its pass is answered."""
+
+    job_id: int
+    index: int
+
+
+@dataclass(frozen=True)
 class PassStats:
     """What the metrics record about the forward passes of one turn of the worker's loop."""
 
@@ -112,4 +121,4 @@ class Heartbeat:
 
 
 ToWorker = Task | Stop
-FromWorker = Answered | Refused | Bounced | Failed | PassStats | Ready | LoadFailed | Heartbeat
+FromWorker = Answered | Refused | Bounced | Failed | NotFinite | PassStats | Ready | LoadFailed | Heartbeat

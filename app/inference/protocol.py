@@ -22,6 +22,14 @@ class InferenceUnavailableError(RuntimeError):
     """The inference worker stopped (and is restarting), or the server is shutting down."""
 
 
+class NonFiniteOutputError(RuntimeError):
+    """The network's output for an image is NaN or infinite (the server's fault, not the client's)."""
+
+    def __init__(self, index: int) -> None:
+        super().__init__(f"the model gave no finite probabilities for image {index} of this request")
+        self.index = index
+
+
 RESTARTING = "the inference process is restarting; retry"
 
 

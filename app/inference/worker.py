@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import logging
 import os
 import pickle
 import signal
@@ -36,6 +37,7 @@ from app.inference.messages import (
     FromWorker,
     Heartbeat,
     LoadFailed,
+    NotFinite,
     PassStats,
     Ready,
     Refused,
@@ -45,6 +47,8 @@ from app.inference.messages import (
 from app.logs import configure_logging
 from app.predictor import Predictor
 from models.preprocessing import INPUT_SIZE, ImageError
+
+logger = logging.getLogger(__name__)
 
 # An idle worker says it is alive this often; the supervisor takes a longer silence for a hang.
 HEARTBEAT_S = 0.5
@@ -208,6 +212,7 @@ class Worker:
             # One top-k for the whole pass, not a tensor operation per image.
             values, indices = probabilities.topk(len(self.predictor.classes), dim=1)
             values_list, indices_list = values.tolist(), indices.tolist()
+            finite = torch.isfinite(probabilities).all(dim=1).tolist()
         except Exception as exc:
             for job_id in {item.task.job_id for item in batch}:
                 self._open.pop(job_id, None)
@@ -215,9 +220,14 @@ class Worker:
             return
         elapsed = time.perf_counter() - began
         self._out.append(PassStats([len(batch)], [elapsed], [began - item.queued_at for item in batch]))
-        for item, probs, classes in zip(batch, values_list, indices_list, strict=True):
+        for item, probs, classes, ok in zip(batch, values_list, indices_list, finite, strict=True):
             job = self._open.get(item.task.job_id)
             if job is None:
+                continue
+            if not ok:
+                logger.warning("the model's output for image %d of a request is not finite", item.index)
+                del self._open[item.task.job_id]
+                self._out.append(NotFinite(item.task.job_id, item.index))
                 continue
             k = min(item.task.top_k, len(classes))
             job.found[item.index] = Found(

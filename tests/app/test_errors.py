@@ -2,10 +2,13 @@
 
 import logging
 
+import numpy as np
 import pytest
+import torch
 from fastapi.testclient import TestClient
 
 from app.main import create_app
+from app.predictor import Predictor
 from app.settings import Settings
 from tests.app.images import png_bytes
 
@@ -39,3 +42,26 @@ def test_unknown_paths_and_methods_answer_json(client: TestClient) -> None:
     response = client.get("/predict")
     assert response.status_code == 405
     assert response.json() == {"detail": "Method Not Allowed"}
+
+
+def test_a_non_finite_prediction_is_a_500_that_says_so_and_the_server_goes_on(
+    thread_settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = Predictor.predict
+
+    def black_is_nan(self: Predictor, batch: torch.Tensor) -> torch.Tensor:
+        probabilities = real(self, batch).clone()
+        probabilities[batch.flatten(1).float().sum(dim=1) == 0] = float("nan")
+        return probabilities
+
+    with TestClient(create_app(thread_settings)) as client:
+        monkeypatch.setattr(Predictor, "predict", black_is_nan)  # after the start-up checks
+        black = png_bytes(np.zeros((28, 28), dtype=np.uint8))
+        response = client.post("/predict", files={"file": ("black.png", black, "image/png")})
+        assert response.status_code == 500
+        assert response.json() == {
+            "detail": "the model gave no finite probabilities for image 0 of this request"
+        }
+        assert (
+            client.post("/predict", files={"file": ("item.png", png_bytes(), "image/png")}).status_code == 200
+        )

@@ -23,7 +23,7 @@ from app.inference.decoders import DecoderLimits, DecoderPool
 from app.inference.engine import InferenceEngine
 from app.inference.hosts import ThreadHost, mp_context
 from app.inference.messages import Decoded, Task
-from app.inference.protocol import InferenceTimeoutError, QueueFullError
+from app.inference.protocol import InferenceTimeoutError, NonFiniteOutputError, QueueFullError
 from app.inference.worker import Worker
 from app.metrics import Metrics
 from app.predictor import ItemError, Predictor
@@ -189,6 +189,35 @@ def test_malformed_pixels_that_reach_the_worker_fail_their_task_and_it_carries_o
             assert (await engine.classify(png_bytes())).top  # the worker is still there
 
     run(main)
+
+
+def test_a_non_finite_output_fails_its_own_request_only(predictor: Predictor, held: HeldForward) -> None:
+    inner = held.inner
+
+    def black_is_nan(batch: torch.Tensor) -> torch.Tensor:
+        probabilities = inner(batch).clone()
+        probabilities[batch.flatten(1).float().sum(dim=1) == 0] = float("nan")
+        return probabilities
+
+    held.inner = black_is_nan
+    black = png_bytes(np.zeros((28, 28), dtype=np.uint8))
+
+    async def main() -> None:
+        async with running(predictor, max_batch_size=32, max_wait_s=3600) as engine:
+            first = asyncio.ensure_future(engine.classify(png_bytes()))
+            await until(held.started.is_set)
+            failing = asyncio.ensure_future(engine.classify_many([png_bytes(), black]))
+            fine = asyncio.ensure_future(engine.classify(png_bytes()))
+            await until(lambda: engine.depth == 4 and engine.supervisor.unsent_bytes == 0)
+            held.release.set()
+            assert (await first).top and (await fine).top
+            with pytest.raises(
+                NonFiniteOutputError, match="no finite probabilities for image 1 of this request"
+            ):
+                await failing
+
+    run(main)
+    assert held.sizes == [1, 3]  # the failing request shared its pass with one that was answered
 
 
 def test_a_full_queue_refuses_at_once_and_accepts_again_once_drained(
