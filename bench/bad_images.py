@@ -152,3 +152,15 @@ def jpeg_bogus_orientation() -> bytes:
     exif = Image.Exif()
     exif[0x0112] = BOGUS_ORIENTATION  # Orientation
     return encode(Image.fromarray(item()).convert("RGB"), "JPEG", exif=exif.tobytes())
+
+
+def tiff_lab() -> bytes:
+    """A CIELAB TIFF: the item in the lightness band, neutral colour bands."""
+    lightness = Image.fromarray(item())
+    neutral = Image.new("L", lightness.size, 128)
+    return encode(Image.merge("LAB", [lightness, neutral, neutral]), "TIFF")
+
+
+def html_with_bom(encoding: str = "utf-8-sig") -> bytes:
+    """The HTML page as a text editor may save it: behind a byte-order mark."""
+    return HTML.decode().encode(encoding)

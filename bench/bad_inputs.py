@@ -16,6 +16,7 @@ need the server's FASHION_BODY_TIMEOUT_S below ``run_case``'s timeout.
 from __future__ import annotations
 
 import itertools
+import json
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
@@ -111,6 +112,19 @@ def _images() -> list[BadInput]:
         ("image-all-zeros", ok, "100x100 of 0: nothing to trim to", img.solid(100, 100, 0)),
         ("image-all-255", ok, "100x100 of 255: inverted to all 0", img.solid(100, 100, 255)),
         ("jpeg-bogus-exif-orientation", ok, "EXIF orientation 77 (valid: 1-8)", img.jpeg_bogus_orientation()),
+        ("tiff-cielab", ok, "a CIELAB TIFF: read by its lightness band", img.tiff_lab()),
+        (
+            "html-utf8-bom-as-png",
+            not_image,
+            "an HTML page behind a UTF-8 byte-order mark",
+            img.html_with_bom(),
+        ),
+        (
+            "html-utf16-as-png",
+            not_image,
+            "an HTML page in UTF-16, with its byte-order mark",
+            img.html_with_bom("utf-16"),
+        ),
     ]
     return [BadInput(name, expected, why, upload(data)) for name, expected, why, data in cases]
 
@@ -278,10 +292,125 @@ def _framing(limit: int) -> list[BadInput]:
     ]
 
 
+def _heads() -> list[BadInput]:
+    """Request lines and headers: too big, never ending, and methods and paths to probe."""
+    big_header = lambda size: [head("/predict", {**MULTIPART, "X-Filler": "a" * size, "Content-Length": "0"})]  # noqa: E731
+
+    def endless_header() -> Iterator[bytes]:
+        yield b"POST /predict HTTP/1.1\r\nHost: localhost\r\nX-Endless: "
+        yield from itertools.repeat(b"a" * 4096)
+
+    def trickled_head() -> Iterator[bytes]:
+        yield b"GET /health HTTP/1.1\r\nHost: localhost\r\nX-Slow: "
+        yield from itertools.repeat(b"a")
+
+    def plain(method: str, path: str, extra: str = "") -> Callable[[], list[bytes]]:
+        text = f"{method} {path} HTTP/1.1\r\nHost: evil.example\r\nConnection: close\r\n{extra}\r\n"
+        return lambda: [text.encode()]
+
+    too_large = frozenset({431})
+    return [
+        BadInput(
+            "header-100kib",
+            too_large,
+            "one 100 KiB header: over the 64 KiB head limit",
+            lambda: big_header(100 * 1024),
+        ),
+        BadInput("header-never-ends", too_large, "a header that never ends, 4 KiB at a time", endless_header),
+        BadInput(
+            "head-trickles",
+            frozenset({408}),
+            "a request head trickling a byte every 0.5 s: cut off at the 10 s deadline",
+            trickled_head,
+            pause_s=0.5,
+        ),
+        BadInput(
+            "head-on-a-get-route",
+            frozenset({200}),
+            "HEAD /classes: the GET's answer without a body",
+            plain("HEAD", "/classes"),
+        ),
+        BadInput(
+            "trailing-slash-foreign-host",
+            frozenset({404}),
+            "POST /predict/ with Host: evil.example: a 404, never a redirect built from the Host",
+            plain("POST", "/predict/", "Content-Length: 0\r\n"),
+        ),
+    ]
+
+
+def _v2() -> list[BadInput]:
+    """The Open Inference Protocol's infer route: malformed JSON and binary bodies."""
+    path = "/v2/models/fashion-mnist/infer"
+
+    def infer(body: bytes, header_length: int | None = None) -> Callable[[], list[bytes]]:
+        headers = {"Content-Type": "application/octet-stream"}
+        if header_length is not None:
+            headers["Inference-Header-Content-Length"] = str(header_length)
+        return lambda: [request(body, path, headers)]
+
+    def pixels(size: int, tail: bytes) -> Callable[[], list[bytes]]:
+        tensor = {
+            "name": "pixels",
+            "datatype": "UINT8",
+            "shape": [1, 28, 28],
+            "parameters": {"binary_data_size": size},
+        }
+        header = json.dumps({"inputs": [tensor]}).encode()
+        return infer(header + tail, len(header))
+
+    bad = frozenset({400})
+    json_pixels = json.dumps(
+        {"inputs": [{"name": "pixels", "datatype": "UINT8", "shape": [1, 28, 28], "data": [0] * 784}]}
+    )
+    many_values = json.dumps(
+        {
+            "inputs": [
+                {
+                    "name": "pixels",
+                    "datatype": "UINT8",
+                    "shape": [64, 28, 28],
+                    "data": [0] * (64 * 784 + 5000),
+                }
+            ]
+        }
+    )
+    return [
+        BadInput(
+            "v2-good-json-pixels", frozenset({200}), "784 UINT8 pixels as JSON", infer(json_pixels.encode())
+        ),
+        BadInput("v2-not-json", bad, "a body that is not JSON", infer(b"{not json")),
+        BadInput(
+            "v2-deep-nesting",
+            bad,
+            "data nested 100,000 deep",
+            infer(b'{"inputs":[{"data":' + b"[" * 100_000 + b"]}]}"),
+        ),
+        BadInput(
+            "v2-too-many-values", bad, "more JSON values than 64 images need", infer(many_values.encode())
+        ),
+        BadInput(
+            "v2-header-length-past-body",
+            bad,
+            "Inference-Header-Content-Length beyond the body",
+            infer(b"{}", 10**9),
+        ),
+        BadInput(
+            "v2-binary-size-huge", bad, "binary_data_size 2^62 with 784 bytes sent", pixels(2**62, bytes(784))
+        ),
+        BadInput(
+            "v2-binary-size-short",
+            bad,
+            "binary_data_size 100 for a 1x28x28 UINT8 tensor",
+            pixels(100, bytes(100)),
+        ),
+    ]
+
+
 def corpus(upload_limit: int = DEFAULT_UPLOAD_LIMIT) -> list[BadInput]:
     """Every case; ``upload_limit`` is the server's FASHION_MAX_UPLOAD_BYTES (the oversized
     bodies are one byte over it, and every other case stays far below the default)."""
-    return [*_images(), *_forms(), *_framing(upload_limit)]
+    return [*_images(), *_forms(), *_framing(upload_limit), *_heads(), *_v2()]
 
 
 # --- sending -----------------------------------------------------------------------------

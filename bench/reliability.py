@@ -13,7 +13,8 @@ Each check runs against ``fashion-serve`` on the shipped model, started for it:
    PNG, 16 at once, twice: answers and memory;
 6. the CPU bomb (bench/cpu_bomb.py): progressive JPEGs with a scan repeated 63 times, posted in
    batches while wrk measures the small requests;
-7. the frozen inference process (bench/frozen_worker.py): SIGSTOP under load, time to recover.
+7. the frozen inference process (bench/frozen_worker.py): SIGSTOP under load, time to recover;
+8. slowloris (bench/slowloris.py): 200 connections trickling request heads while wrk measures.
 """
 
 from __future__ import annotations

@@ -10,7 +10,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from bench import cpu_bomb, frozen_worker, memory_bombs
+from app.http_protocol import HEAD_TIMEOUT_S
+from bench import cpu_bomb, frozen_worker, memory_bombs, slowloris
 
 if TYPE_CHECKING:
     from bench.attacks import AttackResults
@@ -206,6 +207,10 @@ def _attack_rows(attacks: AttackResults) -> list[str]:
         f"| Frozen inference process | /health 503 {_after_stop(frozen.unhealthy_after_s)}, served "
         f"again {_after_stop(frozen.serving_after_s)}, slowest request {frozen.max_latency_s:.1f} s, "
         f"{frozen.statuses.get(500, 0)} x 500 | {_mark(frozen.ok)} |",
+        f"| Slowloris | {attacks.slowloris.connections} slow connections all closed "
+        f"{_after_stop(attacks.slowloris.all_closed_s)}; small requests meanwhile p99 "
+        f"{attacks.slowloris.load.p99_ms:.0f} ms, {attacks.slowloris.load.errors} errors "
+        f"| {_mark(attacks.slowloris.ok)} |",
     ]
     return rows
 
@@ -280,6 +285,28 @@ def _attack_sections(attacks: AttackResults) -> list[str]:
         f"| Dropped | {frozen.dropped} |",
         f"| Slowest request | {frozen.max_latency_s:.1f} s |",
         f"| /health from SIGSTOP on | {_statuses(frozen.health)} (0: no answer within 2 s) |",
+    ]
+    slow = attacks.slowloris
+    lines += [
+        "",
+        "## Slowloris",
+        "",
+        f"{slow.connections} connections each send a request line and then one header byte every "
+        f"{slowloris.BYTE_EVERY_S:g} s, never finishing the head, while wrk posts 28x28 PNGs to /predict "
+        f"at concurrency {slowloris.WRK_CONNECTIONS} for {slowloris.WRK_SECONDS:g} s (bench/slowloris.py), "
+        f"bounded to {slowloris.BOUND_S:g} s. Pass: every slow connection closed by the server (its head "
+        f"deadline is {HEAD_TIMEOUT_S:g} s), and wrk sees no error and a p99 under "
+        f"{slowloris.WRK_P99_MS:.0f} ms.",
+        "",
+        "| Measure | Value |",
+        "|---|---|",
+        f"| Small requests before: requests/s, p50, p99 | {slow.quiet.rps:.0f}, {slow.quiet.p50_ms:.1f} ms, "
+        f"{slow.quiet.p99_ms:.1f} ms |",
+        f"| Small requests meanwhile: requests/s, p50, p99 | {slow.load.rps:.0f}, {slow.load.p50_ms:.1f} ms, "
+        f"{slow.load.p99_ms:.1f} ms |",
+        f"| Small requests' errors meanwhile | {slow.load.errors} |",
+        f"| Every slow connection closed | {_after_stop(slow.all_closed_s)} |",
+        f"| What the slow connections got | {', '.join(f'{n} x {a}' for a, n in slow.answers.items())} |",
         "",
     ]
     return lines
