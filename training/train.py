@@ -255,6 +255,13 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     if args.output is None:  # written out, so a resumed run writes to the same place
         args.output = str(new_run_folder(create=world.is_main) / "model.pth")
     output = Path(args.output)
+    if world.is_main:  # found out now, not after the training
+        try:
+            output.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise SystemExit(
+                f"error: --output {output}: cannot create {output.parent} ({exc.strerror})"
+            ) from None
     resume_path = report.companion(output, ".resume.pth")
 
     data = load_data(args)

@@ -170,3 +170,17 @@ def test_symlinked_latest_is_skipped_for_outputs_outside_runs(
     monkeypatch.chdir(tmp_path)
     train.link_latest(tmp_path / "elsewhere" / "model.pth")
     assert not os.path.lexists(tmp_path / "runs" / "latest")
+
+
+def test_an_output_that_cannot_be_written_fails_before_training(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    csv = write_synthetic_folder(tmp_path / "images", 10)
+    (tmp_path / "a-file").write_text("")
+    argv = ["--images", str(tmp_path / "images"), "--annotations", str(csv),
+            "--output", str(tmp_path / "a-file" / "model.pth"), "--quiet"]  # fmt: skip
+    monkeypatch.setattr(train, "train_one_epoch", lambda *a, **k: pytest.fail("trained anyway"))
+    with pytest.raises(
+        SystemExit, match=r"^error: --output .*a-file/model.pth: cannot create .*a-file \(File exists\)$"
+    ):
+        train.main(parse_args(argv))
