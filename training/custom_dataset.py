@@ -69,6 +69,10 @@ def infer_classes(labels: list[tuple[int, str]], where: str) -> tuple[list[str],
         )
     if indices:  # Fashion-MNIST names and indices mixed: both index its ten classes
         return list(FASHION_MNIST_CLASSES), "labels are Fashion-MNIST names and indices: its ten classes"
+    if len(names) < 2:
+        raise DatasetError(
+            f"{where}: every label is {names[0]!r}; a classifier needs images of two classes or more"
+        )
     return names, "the label names, sorted"
 
 

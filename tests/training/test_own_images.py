@@ -39,6 +39,15 @@ def test_indices_alone_mean_fashion_mnist_classes(tmp_path: Path) -> None:
     assert dataset.classes == list(FASHION_MNIST_CLASSES)
 
 
+def test_a_single_class_is_refused(tmp_path: Path) -> None:
+    folder = make_image_folder(tmp_path / "images")
+    csv = write_csv(tmp_path / "labels.csv", ["img0.png,shoe", "img1.png,shoe"])
+    with pytest.raises(
+        DatasetError, match=r"every label is 'shoe'; a classifier needs images of two classes"
+    ):
+        CustomImageDataset(csv, folder)
+
+
 def test_indices_mixed_with_names_of_your_own_are_refused(tmp_path: Path) -> None:
     folder = make_image_folder(tmp_path / "images")
     csv = write_csv(tmp_path / "labels.csv", ["img0.png,shoe", "img1.png,1"])
