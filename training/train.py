@@ -252,17 +252,6 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
         logger.setLevel(logging.WARNING)  # one voice: rank 0 logs
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     torch.set_num_threads(args.threads or max(1, cores // world.local_size))
-    if args.output is None:  # written out, so a resumed run writes to the same place
-        args.output = str(new_run_folder(create=world.is_main) / "model.pth")
-    output = Path(args.output)
-    if world.is_main:  # found out now, not after the training
-        try:
-            output.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise SystemExit(
-                f"error: --output {output}: cannot create {output.parent} ({exc.strerror})"
-            ) from None
-    resume_path = report.companion(output, ".resume.pth")
 
     data = load_data(args)
     images, labels = data["train"]
@@ -271,6 +260,19 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     train_idx, val_idx = stratified_split(labels, val_size, args.seed)
     train_images, train_labels = images[train_idx], labels[train_idx]
     resolve_recipe(args, len(train_images))
+    # After the data, so a data error leaves no empty run folder; before the training, so an
+    # output that cannot be written is found now, not after it.
+    if args.output is None:  # written out, so a resumed run writes to the same place
+        args.output = str(new_run_folder(create=world.is_main) / "model.pth")
+    output = Path(args.output)
+    if world.is_main:
+        try:
+            output.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise SystemExit(
+                f"error: --output {output}: cannot create {output.parent} ({exc.strerror})"
+            ) from None
+    resume_path = report.companion(output, ".resume.pth")
     val_images, val_labels = images[val_idx], labels[val_idx]
     if args.normalize:
         pixels = train_images.to(torch.float64) / 255

@@ -157,11 +157,13 @@ def test_a_bad_classes_value_is_one_line(
     csv = write_synthetic_folder(tmp_path / "images", 10)
     argv = ["training", "--images", str(tmp_path / "images"), "--annotations", str(csv), "--classes", "a,,b"]
     monkeypatch.setattr("sys.argv", argv)
+    monkeypatch.chdir(tmp_path)
     with pytest.raises(SystemExit) as info:
         run()
     assert info.value.code == 2
     err = capsys.readouterr().err
     assert err == "error: --classes 'a,,b': an empty class name; write names separated by commas\n"
+    assert not (tmp_path / "runs").exists()  # a data error leaves no empty run folder
 
 
 def test_a_label_missing_from_given_classes_names_them(tmp_path: Path) -> None:
