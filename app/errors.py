@@ -65,6 +65,14 @@ _ERRORS: dict[int, tuple[str, str]] = {
 }
 BUSY = "the server is busy; retry shortly"
 NOT_A_FILE = "expected a file, got a text field; send the image as a file part (with a filename)"
+# A body that is not a multipart form (the raw image, as curl --data-binary sends it): the
+# uploads are multipart only, so one parser, with its limits, reads every upload.
+NOT_MULTIPART = {
+    "file": "file: Field required; send the image as a multipart/form-data field named file, "
+    "as curl -F file=@image.png does",
+    "files": "files: Field required; send the images as multipart/form-data fields named files, "
+    "as curl -F files=@a.png -F files=@b.png does",
+}
 # Seconds a client should wait after a full queue: a hint, not a promise. In a second one
 # worker answers a few hundred images (docs/BENCHMARKS.md), a good share of a full queue.
 RETRY_AFTER_S = 1
@@ -117,9 +125,21 @@ def _describe_validation(exc: RequestValidationError) -> str:
     return "; ".join(problems)
 
 
+def _missing_upload(request: Request, exc: RequestValidationError) -> str | None:
+    """The fixed hint for an upload field missing from a body that is not a multipart form."""
+    if request.headers.get("content-type", "").lower().startswith("multipart/form-data"):
+        return None
+    for error in exc.errors():
+        loc = tuple(error.get("loc", ()))
+        if error.get("type") == "missing" and len(loc) == 2 and loc[0] == "body" and loc[1] in NOT_MULTIPART:
+            return NOT_MULTIPART[str(loc[1])]
+    return None
+
+
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
-    return JSONResponse(error_content(request.url.path, _describe_validation(exc)), status_code=422)
+    detail = _missing_upload(request, exc) or _describe_validation(exc)
+    return JSONResponse(error_content(request.url.path, detail), status_code=422)
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:

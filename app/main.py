@@ -7,6 +7,7 @@ is loaded by the lifespan, when a server starts it.
 from __future__ import annotations
 
 from fastapi import FastAPI
+from fastapi_offline import FastAPIOffline
 
 from app import __version__
 from app.auth import ApiKeyMiddleware, protected_posts
@@ -31,13 +32,17 @@ normalised with the model's own statistics. Errors are JSON: `{"detail": "..."}`
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     """A new app; ``settings`` default to the FASHION_* environment, read at start-up."""
-    app = FastAPI(
+    # /docs and /redoc from Swagger UI's and ReDoc's files bundled in fastapi-offline and
+    # served by the app itself: a service without internet still documents itself.
+    app = FastAPIOffline(
         title="Fashion-MNIST classifier",
         version=__version__,
         description=DESCRIPTION,
         lifespan=lifespan,
         # No redirect from /predict/ to /predict: Starlette's would echo the Host header.
         redirect_slashes=False,
+        # The validator badge would send the OpenAPI document's URL to swagger.io.
+        swagger_ui_parameters={"validatorUrl": None},
     )
     state = ServiceState(settings=settings)
     app.state.service = state

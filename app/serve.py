@@ -10,7 +10,9 @@ FASHION_SHUTDOWN_GRACE_S), shuts the model down and exits with status 0.
 from __future__ import annotations
 
 import argparse
+import errno
 import signal
+import socket
 import sys
 from types import FrameType
 
@@ -35,6 +37,28 @@ def get_args_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class PreCheckError(Exception):
+    """Something that would stop the server, found before any of it starts."""
+
+
+def check_port(host: str, port: int) -> None:
+    """Fail now, in one line, if the address is taken: uvicorn would find out only after
+    every worker had loaded the model."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        # As uvicorn binds: a port left in TIME_WAIT by a server just stopped is free.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise PreCheckError(
+                    f"port {port} on {host} is already in use; stop what listens there or choose "
+                    "another with --port"
+                ) from None
+            raise PreCheckError(f"cannot listen on {host}:{port} ({exc.strerror})") from None
+
+
 def _exit_cleanly(signum: int, frame: FrameType | None) -> None:
     raise SystemExit(0)
 
@@ -45,14 +69,21 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit("error: --workers must be at least 1")
     # Imported here, not at the top: each worker re-imports this module when it starts,
     # and uvicorn restarts a worker that is still importing torch after a few seconds.
+    from app.predictor import DeviceError, resolve_device
     from models.checkpoint import CheckpointError, load_checkpoint
 
     # Checked here once, before any worker starts: uvicorn would otherwise restart
-    # workers that die on a bad model file, over and over.
+    # workers that die on a bad model file, over and over. Cheapest first: the settings,
+    # the device and the port, then the model file.
     try:
         settings = load_settings()
+        try:
+            resolve_device(settings.device)
+        except DeviceError as exc:
+            raise PreCheckError(f"FASHION_DEVICE={settings.device}: {exc}; use auto or cpu") from None
+        check_port(args.host, args.port)
         load_checkpoint(settings.model_path)
-    except (SettingsError, CheckpointError) as exc:
+    except (SettingsError, PreCheckError, CheckpointError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
     if args.host not in LOOPBACK and settings.api_key is None:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import difflib
 import importlib.util
 import json
+import os
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -181,18 +184,81 @@ class Settings(BaseSettings):
         return value.strip().lower() if isinstance(value, str) else value
 
 
+# What a value must look like, by the unit its name ends in; the example is the default.
+_UNITS = {"_bytes": "bytes", "_s": "seconds", "_ms": "milliseconds", "_mb": "MiB"}
+_BOOLEAN = "true or false (or 1/0, yes/no, on/off)"
+
+
+def expected_form(field: str) -> str | None:
+    """``FASHION_<FIELD>``'s expected form, for an error on a value of the wrong type."""
+    info = Settings.model_fields.get(field)
+    if info is None:
+        return None
+    default = info.get_default(call_default_factory=False)
+    annotation = str(info.annotation)
+    if "bool" in annotation:
+        unset = "; unset: as the checkpoint says" if default is None else ""
+        return f"{_BOOLEAN}{unset}"
+    unit = next((unit for suffix, unit in _UNITS.items() if field.endswith(suffix)), None)
+    if "int" in annotation:
+        kind = "a whole number" + (f" of {unit}" if unit else "")
+    elif "float" in annotation:
+        kind = "a number" + (f" of {unit}" if unit else "")
+    else:
+        return None
+    return f"{kind}, without a unit, such as {default} (the default)"
+
+
 def describe_validation_error(exc: ValidationError) -> str:
-    """One line per bad field, named as its environment variable."""
+    """One line per bad field, named as its environment variable, with the value given and
+    what it should have been."""
     problems = []
     for error in exc.errors():
-        name = ENV_PREFIX + "_".join(str(part) for part in error["loc"]).upper()
+        field = "_".join(str(part) for part in error["loc"])
+        name = ENV_PREFIX + field.upper()
         message = str(error["msg"]).removeprefix("Value error, ")
-        problems.append(f"{name}: {message}")
+        value = error.get("input")
+        given = f"{value!r}: " if isinstance(value, str) and not message.startswith(repr(value)) else ""
+        form = expected_form(field)
+        if form and error["type"].endswith(("_parsing", "_type")):  # wrong kind of value, not range
+            message = f"expected {form}"
+        problems.append(f"{name}: {given}{message}")
     return "invalid settings: " + "; ".join(problems)
 
 
-def load_settings(**overrides: Any) -> Settings:
-    """Read the environment (and ``overrides``); raises SettingsError with a readable message."""
+# FASHION_ variables that are not ours: the test suite's data folder (FASHION_MNIST_DIR),
+# and those Kubernetes sets for a Service named fashion-mnist (FASHION_MNIST_SERVICE_HOST,
+# FASHION_MNIST_PORT_80_TCP, ...) or fashion (FASHION_SERVICE_HOST, FASHION_PORT, ...).
+_NOT_OURS = re.compile(rf"{ENV_PREFIX}(MNIST_.*|(.*_)?(SERVICE_HOST|SERVICE_PORT.*|PORT(_\d+_[A-Z]+.*)?))")
+
+
+def unknown_variables(environ: Mapping[str, str]) -> list[str]:
+    """FASHION_* variables that name no setting: each with the closest setting, if any."""
+    fields = [name.upper() for name in Settings.model_fields]
+    problems = []
+    for name in sorted(environ):
+        upper = name.upper()
+        if not upper.startswith(ENV_PREFIX) or upper.removeprefix(ENV_PREFIX) in fields:
+            continue
+        if _NOT_OURS.fullmatch(upper):
+            continue
+        # Compared without the prefix, which every name shares and would make all look alike.
+        close = difflib.get_close_matches(upper.removeprefix(ENV_PREFIX), fields, n=1, cutoff=0.6)
+        valid = ", ".join(ENV_PREFIX + field for field in fields)
+        hint = f"did you mean {ENV_PREFIX}{close[0]}?" if close else f"the settings are {valid}"
+        problems.append(f"{name} is not a setting; {hint}")
+    return problems
+
+
+def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+    """Read the environment (and ``overrides``); raises SettingsError with a readable message.
+
+    A misspelt FASHION_* variable is an error: ignored, it would quietly leave a default in
+    place (the shipped model served instead of yours).
+    """
+    unknown = unknown_variables(os.environ if environ is None else environ)
+    if unknown:
+        raise SettingsError("unknown settings: " + "; ".join(unknown))
     try:
         return Settings(**overrides)
     except ValidationError as exc:

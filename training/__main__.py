@@ -16,6 +16,9 @@ def run() -> None:
     except (DatasetError, CheckpointError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
+    except OSError as exc:  # a file that cannot be written or read, with its path
+        print(f"error: {exc.filename or ''}: {exc.strerror or exc}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 if __name__ == "__main__":

@@ -23,22 +23,66 @@ from models.preprocessing import (
 from training.errors import DatasetError
 
 
+def _is_index(text: str) -> bool:
+    return text.strip().lstrip("-").isdigit()
+
+
 def _resolve_label(text: str, classes: list[str]) -> int | None:
     text = text.strip()
     if text in classes:
         return classes.index(text)
-    if text.lstrip("-").isdigit():
+    if _is_index(text):
         index = int(text)
         return index if 0 <= index < len(classes) else None
     return None
+
+
+def parse_class_names(text: str) -> list[str]:
+    """``--classes "shoe, handbag, pants"``: names split on commas, spaces around each ignored."""
+    names = [name.strip() for name in text.split(",")]
+    if not all(names):
+        raise DatasetError(f"--classes {text!r}: an empty class name; write names separated by commas")
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise DatasetError(f"--classes {text!r}: {', '.join(repeated)} given more than once")
+    if len(names) < 2:
+        raise DatasetError(f"--classes {text!r}: name at least two classes")
+    return names
+
+
+def infer_classes(labels: list[tuple[int, str]], where: str) -> tuple[list[str], str]:
+    """The class names a CSV's labels imply, and how they were chosen (for the log).
+
+    Names: every distinct name, sorted, so the same CSV gives the same class order however
+    its rows are shuffled. Indices only: Fashion-MNIST's ten, which is what they index.
+    """
+    names = sorted({text.strip() for _, text in labels if not _is_index(text)})
+    if not names:
+        return list(FASHION_MNIST_CLASSES), "labels are indices: Fashion-MNIST's ten classes"
+    indices = [(line, text) for line, text in labels if _is_index(text)]
+    if indices and not set(names) <= set(FASHION_MNIST_CLASSES):
+        line, text = indices[0]
+        raise DatasetError(
+            f"{where} line {line}: label {text.strip()!r} is an index, but other labels are names "
+            f"({', '.join(names[:3])}{', ...' if len(names) > 3 else ''}); use names throughout, or "
+            "pass --classes to say what the indices mean"
+        )
+    if indices:  # Fashion-MNIST names and indices mixed: both index its ten classes
+        return list(FASHION_MNIST_CLASSES), "labels are Fashion-MNIST names and indices: its ten classes"
+    if len(names) < 2:
+        raise DatasetError(
+            f"{where}: every label is {names[0]!r}; a classifier needs images of two classes or more"
+        )
+    return names, "the label names, sorted"
 
 
 class CustomImageDataset(Dataset[tuple[Any, Any]]):
     """Your own labelled images, as in the PyTorch tutorial's ``CustomImageDataset``.
 
     ``annotations_file`` has rows ``filename,label`` (an optional header row is skipped);
-    a label is a class index or a class name (of ``classes``: Fashion-MNIST's
-    ten unless given). Every row is checked up front: a missing
+    a label is a class index or a class name. Without ``classes`` they are inferred
+    (``infer_classes``: the names sorted, or Fashion-MNIST's ten for indices); the choice
+    is in ``classes_source`` (``classes_from`` when given). Every row is checked up front: a missing
     file, an unknown label, or a path that leaves ``img_dir`` is an error naming the line.
     Items are uint8 1x28x28 tensors from the shared preprocessing, before normalisation.
     """
@@ -51,6 +95,7 @@ class CustomImageDataset(Dataset[tuple[Any, Any]]):
         target_transform: Callable[[int], Any] | None = None,
         classes: list[str] | None = None,
         invert: InvertMode = "auto",
+        classes_from: str = "--classes",
     ) -> None:
         self.annotations_file = Path(annotations_file)
         self.img_dir = Path(img_dir)
@@ -58,8 +103,12 @@ class CustomImageDataset(Dataset[tuple[Any, Any]]):
         self.target_transform = target_transform
         self.invert = invert
         rows = self._read_rows()
-        # Fashion-MNIST's classes unless told otherwise: a typo must not become a new class.
-        self.classes = list(classes) if classes else list(FASHION_MNIST_CLASSES)
+        if classes:
+            self.classes, self.classes_source = list(classes), classes_from
+        else:
+            # A typo would become a class of its own: the log lists every class and its count.
+            where = str(self.annotations_file)
+            self.classes, self.classes_source = infer_classes([(ln, lb) for ln, _, lb in rows], where)
         root = self.img_dir.resolve()
         self.samples: list[tuple[int, Path, int]] = []
         for line, name, label_text in rows:
@@ -75,8 +124,8 @@ class CustomImageDataset(Dataset[tuple[Any, Any]]):
             label = _resolve_label(label_text, self.classes)
             if label is None:
                 raise DatasetError(
-                    f"{where}: unknown label {label_text!r}; use an index 0-"
-                    f"{len(self.classes) - 1} or one of: {', '.join(self.classes)}"
+                    f"{where}: unknown label {label_text!r}; the classes ({self.classes_source}) are "
+                    f"{', '.join(self.classes)}, or their indices 0-{len(self.classes) - 1}"
                 )
             self.samples.append((line, path, label))
         if not self.samples:

@@ -20,7 +20,7 @@ from torchvision.datasets import FashionMNIST
 from torchvision.datasets.utils import calculate_md5, download_url, extract_archive
 
 from models.checkpoint import FASHION_MNIST_CLASSES
-from training.custom_dataset import CustomImageDataset
+from training.custom_dataset import CustomImageDataset, parse_class_names
 from training.errors import DatasetError
 
 logger = logging.getLogger(__name__)
@@ -98,22 +98,49 @@ def load_fashion_mnist(root: str | os.PathLike[str], train: bool) -> tuple[torch
     return dataset.data.clone(), dataset.targets.clone()
 
 
-def stratified_split(labels: torch.Tensor, val_size: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Indices (train, val): ``val_size`` items drawn per class in proportion, seeded."""
+# Fashion-MNIST's validation split as the shipped model was trained: 5,000 of 60,000 images.
+FASHION_MNIST_VAL_SIZE = 5000
+# Your own images: a fraction, since a fixed count can be all of a small dataset.
+CUSTOM_VAL_FRACTION = 0.1
+
+
+def resolve_val_size(val_size: int | float | str, custom: bool) -> int | float:
+    """``--val-size auto``: 5,000 images of Fashion-MNIST, 10% of your own; else as given."""
+    if val_size == "auto":
+        return CUSTOM_VAL_FRACTION if custom else FASHION_MNIST_VAL_SIZE
+    assert not isinstance(val_size, str)
+    return val_size
+
+
+def stratified_split(
+    labels: torch.Tensor, val_size: int | float, seed: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Indices (train, val), drawn per class in proportion, seeded.
+
+    ``val_size`` is a number of items, or a fraction (a float below 1) of each class, with
+    at least one of each class that has two or more items, and never a class's last one.
+    """
     n = len(labels)
     if val_size <= 0:
         return torch.arange(n), torch.empty(0, dtype=torch.int64)
-    if val_size >= n:
-        raise DatasetError(f"--val-size {val_size} leaves no training data ({n} items)")
+    if isinstance(val_size, int) and val_size >= n:
+        raise DatasetError(
+            f"--val-size {val_size} leaves no training data ({n} items); hold out fewer, or a "
+            "fraction such as --val-size 0.1"
+        )
     generator = torch.Generator().manual_seed(seed)
     perm = torch.randperm(n, generator=generator)
     classes = labels.unique()
     per_class = [perm[labels[perm] == c] for c in classes]
-    quotas = torch.tensor([len(p) * val_size / n for p in per_class])
-    counts = quotas.floor().long()
-    # Largest remainders get the leftover places, so the total is exactly val_size.
-    for i in torch.argsort(quotas - counts, descending=True)[: val_size - int(counts.sum())]:
-        counts[i] += 1
+    if isinstance(val_size, float):
+        sizes = torch.tensor([len(p) for p in per_class])
+        counts = (sizes * val_size).round().long().clamp(min=1).minimum(sizes - 1).clamp(min=0)
+    else:
+        quotas = torch.tensor([len(p) * val_size / n for p in per_class])
+        counts = quotas.floor().long()
+        # Largest remainders get the leftover places, so the total is exactly val_size.
+        for i in torch.argsort(quotas - counts, descending=True)[: val_size - int(counts.sum())]:
+            counts[i] += 1
     val = torch.cat([p[: int(k)] for p, k in zip(per_class, counts, strict=True)])
     mask = torch.ones(n, dtype=torch.bool)
     mask[val] = False
@@ -125,13 +152,31 @@ def clear_cache(cache_dir: str | os.PathLike[str]) -> None:
     shutil.rmtree(cache_dir, ignore_errors=True)
 
 
+def log_classes(dataset: CustomImageDataset) -> None:
+    """Name every class with its image count: a misspelt label shows up as a class of its own."""
+    counts = torch.bincount(
+        torch.tensor([label for _, _, label in dataset.samples]), minlength=len(dataset.classes)
+    ).tolist()
+    listed = ", ".join(f"{name} ({count})" for name, count in zip(dataset.classes, counts, strict=True))
+    logger.info("%d classes (%s): %s", len(dataset.classes), dataset.classes_source, listed)
+    empty = [name for name, count in zip(dataset.classes, counts, strict=True) if count == 0]
+    if empty:
+        logger.warning(
+            "%d of %d classes have no images (%s); name only yours with --classes",
+            len(empty),
+            len(dataset.classes),
+            ", ".join(empty),
+        )
+
+
 def load_data(args: argparse.Namespace) -> dict[str, Any]:
     """Training and test tensors, the class names, and what the test split is."""
     if args.images or args.annotations:
         if not (args.images and args.annotations):
             raise DatasetError("--images and --annotations go together")
-        classes = args.classes.split(",") if args.classes else None
+        classes = parse_class_names(args.classes) if args.classes else None
         train_set = CustomImageDataset(args.annotations, args.images, classes=classes)
+        log_classes(train_set)
         images, labels = train_set.to_tensors(progress=not args.quiet)
         test: tuple[torch.Tensor, torch.Tensor] | None = None
         if args.test_annotations:

@@ -10,6 +10,7 @@ Read top to bottom: train_one_epoch, evaluate, main (arguments: training/config.
 from __future__ import annotations
 
 import argparse
+import itertools
 import logging
 import math
 import os
@@ -34,8 +35,8 @@ from models.networks import build_model, class_probabilities, count_parameters
 from models.preprocessing import normalize
 from training import report
 from training.augment import random_erasing, random_hflip, random_shift
-from training.config import ARCH_DEFAULTS, RESUME_OVERRIDES, get_args_parser
-from training.data import load_data, stratified_split
+from training.config import ARCH_DEFAULTS, RESUME_OVERRIDES, get_args_parser, resolve_recipe
+from training.data import load_data, resolve_val_size, stratified_split
 from training.distributed import (
     SINGLE_PROCESS,
     World,
@@ -49,6 +50,10 @@ from training.distributed import (
 from training.optimization import ema_with_warmup, make_optimizer
 
 logger = logging.getLogger("training")
+# Where runs write when --output is not given (relative to the working directory).
+RUNS = Path("runs")
+# A training loss this many times guessing's is divergence, not a slow start.
+DIVERGED = 2.0
 
 
 def select_device(name: str) -> torch.device:
@@ -60,8 +65,55 @@ def select_device(name: str) -> torch.device:
         return torch.device("cpu")
     device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise SystemExit(f"error: --device {name}: CUDA is not available on this machine")
+        raise SystemExit(f"error: --device {name}: CUDA is not available on this machine; use --device cpu")
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise SystemExit(f"error: --device {name}: this machine has {torch.cuda.device_count()} GPU(s)")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise SystemExit(f"error: --device {name}: MPS is not available on this machine; use --device cpu")
     return device
+
+
+def new_run_folder(root: Path | None = None, create: bool = True) -> Path:
+    """runs/<date>-<time>: a folder of its own for each run, so none overwrites another's
+    model (or the shipped one); a suffix when two runs start in the same second."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    root = root or RUNS
+    for n in itertools.count(1):
+        folder = root / (stamp if n == 1 else f"{stamp}-{n}")
+        if not create:
+            return folder
+        try:
+            folder.mkdir(parents=True)
+            return folder
+        except FileExistsError:
+            continue
+    raise AssertionError("unreachable")
+
+
+def link_latest(output: Path) -> None:
+    """Point runs/latest at the folder of a run that wrote into runs/, so the commands that
+    follow (serve, evaluate) can name the newest model without its date."""
+    if output.parent.parent != RUNS:
+        return
+    link, tmp = RUNS / "latest", RUNS / f".latest-{os.getpid()}.tmp"
+    try:
+        tmp.unlink(missing_ok=True)
+        tmp.symlink_to(output.parent.name, target_is_directory=True)
+        os.replace(tmp, link)  # atomic: a reader sees the old or the new run, never none
+    except OSError as exc:  # a file system without symlinks: the printed path still says where
+        logger.warning("could not point %s at %s (%s)", link, output.parent, exc)
+
+
+def check_divergence(train_loss: float, num_classes: int, epoch: int, args: argparse.Namespace) -> None:
+    """Stop, saying what to change, when the loss is far above guessing's: the run is lost."""
+    # Guessing uniformly scores ln(K); a training loss far above it only comes from steps
+    # too large for the data, and such a run does not recover by itself.
+    guessing = math.log(num_classes)
+    if not math.isfinite(train_loss) or train_loss > DIVERGED * guessing:
+        raise SystemExit(
+            f"error: the training diverged in epoch {epoch + 1}: training loss {train_loss:.4g}, "
+            f"worse than guessing ({guessing:.2f}); lower the learning rate, e.g. --lr {args.lr / 10:g}"
+        )
 
 
 def epoch_generator(args: argparse.Namespace, epoch: int) -> torch.Generator:
@@ -137,8 +189,6 @@ def train_one_epoch(
         count += len(index)
         bar.set_postfix(loss=f"{total / count:.4f}")
     loss_sum, samples = all_reduce_sum(total, count, device=device, world=world)
-    if not math.isfinite(loss_sum):
-        raise SystemExit(f"error: the training loss diverged in epoch {epoch + 1}; lower --lr")
     return loss_sum / max(samples, 1)
 
 
@@ -202,14 +252,27 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
         logger.setLevel(logging.WARNING)  # one voice: rank 0 logs
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     torch.set_num_threads(args.threads or max(1, cores // world.local_size))
-    output = Path(args.output)
-    resume_path = report.companion(output, ".resume.pth")
 
     data = load_data(args)
     images, labels = data["train"]
     classes: list[str] = data["classes"]
-    train_idx, val_idx = stratified_split(labels, args.val_size, args.seed)
+    val_size = resolve_val_size(args.val_size, custom=bool(args.images))
+    train_idx, val_idx = stratified_split(labels, val_size, args.seed)
     train_images, train_labels = images[train_idx], labels[train_idx]
+    resolve_recipe(args, len(train_images))
+    # After the data, so a data error leaves no empty run folder; before the training, so an
+    # output that cannot be written is found now, not after it.
+    if args.output is None:  # written out, so a resumed run writes to the same place
+        args.output = str(new_run_folder(create=world.is_main) / "model.pth")
+    output = Path(args.output)
+    if world.is_main:
+        try:
+            output.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise SystemExit(
+                f"error: --output {output}: cannot create {output.parent} ({exc.strerror})"
+            ) from None
+    resume_path = report.companion(output, ".resume.pth")
     val_images, val_labels = images[val_idx], labels[val_idx]
     if args.normalize:
         pixels = train_images.to(torch.float64) / 255
@@ -301,6 +364,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
                 device,
                 world,
             )
+            check_divergence(train_loss, len(classes), epoch, args)
             if not world.is_main:
                 continue  # the other ranks go on training; rank 0 catches up at the next all-reduce
             record: dict[str, Any] = {
@@ -320,7 +384,9 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
                     args.flip_average,
                 )
                 record.update(val_loss=val["loss"], val_accuracy=val["accuracy"])
-                if val["accuracy"] > best["accuracy"]:
+                # A tie goes to the later epoch: on a small validation split many epochs
+                # score 100%, and the later ones have trained longer at a lower rate.
+                if val["accuracy"] >= best["accuracy"]:
                     weights = {k: v.detach().cpu().clone() for k, v in eval_model.state_dict().items()}
                     best = {"accuracy": val["accuracy"], "epoch": epoch + 1, "state_dict": weights}
             record["seconds"] = time.perf_counter() - epoch_start
@@ -363,6 +429,10 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
             parallel,
         )
         resume_path.unlink(missing_ok=True)
+        link_latest(output)
+        print(
+            f"model written to {output}; serve it with: FASHION_MODEL_PATH={output} .venv/bin/fashion-serve"
+        )
     barrier(world)
     finish(world)
     return metrics

@@ -1,4 +1,5 @@
-"""GET /: the web page that classifies a dropped, picked or pasted image; /static: its files."""
+"""GET /: the web page that classifies a dropped, picked or pasted image; /static: its files;
+/favicon.ico: its icon."""
 
 from __future__ import annotations
 
@@ -19,6 +20,13 @@ router = APIRouter(tags=["page"], include_in_schema=False)
 async def read_page() -> FileResponse:
     """The web page: drop, pick or paste an image and see what the model makes of it."""
     return FileResponse(STATIC_DIR / "index.html", media_type="text/html")
+
+
+@router.get("/favicon.ico", response_class=FileResponse)
+async def read_favicon() -> FileResponse:
+    """The site icon, where browsers and bookmarks look for it without reading the page."""
+    # A PNG under the .ico name: every current browser reads it by its content.
+    return FileResponse(STATIC_DIR / "favicon.png", media_type="image/png")
 
 
 def static_files() -> StaticFiles:

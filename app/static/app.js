@@ -1,4 +1,5 @@
-// The page's only script: send an image to the API's /predict and show what came back.
+// The page's only script: learn the served model's classes, send an image to the API's
+// /predict and show what came back.
 "use strict";
 
 const drop = document.getElementById("drop");
@@ -8,13 +9,112 @@ const statusLine = document.getElementById("status");
 const result = document.getElementById("result");
 const preview = document.getElementById("preview");
 const modelInput = document.getElementById("model-input");
+const keyForm = document.getElementById("key-form");
+const keyInput = document.getElementById("api-key");
+const keyNote = document.getElementById("key-note");
 
 // Relative, like every URL here: works when the app is served under a path prefix.
 const PREDICT_URL = "predict?top_k=10&include_input=true";
+// The shipped model's classes: a model of these gets the dataset's name as its title.
+const FASHION_MNIST = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
+  "Sneaker", "Bag", "Ankle boot"];
 
 // Only the answer to the latest image is shown, whatever order the answers arrive in.
 let latest = 0;
 let previewUrl = null;
+// The API key, when the service asks for one: in this variable only, never in storage or a
+// cookie, so it leaves with the tab.
+let apiKey = null;
+
+function authHeaders() {
+  return apiKey ? { Authorization: `Bearer ${apiKey}` } : {};
+}
+
+function listInWords(names) {
+  return names.length > 1 ? `${names.slice(0, -1).join(", ")} or ${names[names.length - 1]}` : names[0];
+}
+
+// Title and lead from the served model's classes: GET /classes needs no key.
+async function showClasses() {
+  const response = await fetch("classes").catch(() => null);
+  if (!response || !response.ok) return;
+  const { classes } = await response.json();
+  const fashion = classes.length === FASHION_MNIST.length && classes.every((c, i) => c === FASHION_MNIST[i]);
+  const title = fashion ? "Fashion-MNIST classifier" : "Image classifier";
+  document.title = title;
+  document.getElementById("title").textContent = title;
+  document.getElementById("lead").textContent =
+    `Which of the model's ${classes.length} classes is in your picture: ${listInWords(classes)}?`;
+  document.getElementById("bars-title").textContent = `All ${classes.length} classes`;
+}
+
+function askForKey(message) {
+  keyForm.hidden = false;
+  if (message) keyNote.textContent = message;
+}
+
+// "About the model": GET /model, which needs the key when the service has one.
+async function showModel() {
+  const about = document.getElementById("about-status");
+  let response;
+  try {
+    response = await fetch("model", { headers: authHeaders() });
+  } catch (err) {
+    about.textContent = "The server could not be reached.";
+    return false;
+  }
+  if (response.status === 401) {
+    about.textContent = "Enter the API key above to see the model's details.";
+    askForKey(apiKey ? "That key was refused; check it and try again." : null);
+    return false;
+  }
+  if (!response.ok) {
+    about.textContent = `The server answered HTTP ${response.status}.`;
+    return false;
+  }
+  renderModel(await response.json());
+  about.hidden = true;
+  return true;
+}
+
+function renderModel(info) {
+  const metrics = info.metrics || {};
+  const rows = [
+    ["Architecture", `${info.arch}, ${info.num_parameters.toLocaleString("en")} parameters`],
+    ["Classes", `${info.classes.length}: ${info.classes.join(", ")}`],
+  ];
+  if (typeof metrics.test_accuracy === "number") {
+    const split = metrics.test_split === "validation" ? "validation" : "test";
+    const count = metrics.test_count ? ` on ${metrics.test_count.toLocaleString("en")} ${split} images` : "";
+    rows.push(["Accuracy", `${(100 * metrics.test_accuracy).toFixed(2)}%${count}`]);
+  }
+  rows.push(["Version", info.version]);
+  if (info.created_at) rows.push(["Trained", info.created_at.slice(0, 10)]);
+  rows.push(["Input", `${info.input.width}x${info.input.height} grayscale`]);
+  rows.push(["Mirror averaging", info.flip_average ? "on: each image is averaged with its mirror image" : "off"]);
+  rows.push(["Running on", info.device]);
+  const list = document.getElementById("about-list");
+  list.replaceChildren();
+  for (const [term, value] of rows) {
+    const dt = document.createElement("dt");
+    dt.textContent = term;
+    const dd = document.createElement("dd");
+    dd.textContent = value;
+    list.append(dt, dd);
+  }
+  list.hidden = false;
+}
+
+keyForm.addEventListener("submit", async (event) => {
+  event.preventDefault();
+  apiKey = keyInput.value.trim() || null;
+  if (await showModel()) {
+    keyForm.hidden = true;
+    errorBox.hidden = true;
+    statusLine.classList.remove("sr-only");
+    statusLine.textContent = "Key accepted: choose an image.";
+  }
+});
 
 function showError(message) {
   errorBox.textContent = message;
@@ -39,13 +139,19 @@ async function classify(file) {
   let response;
   let data = null;
   try {
-    response = await fetch(PREDICT_URL, { method: "POST", body });
+    response = await fetch(PREDICT_URL, { method: "POST", body, headers: authHeaders() });
     data = await response.json().catch(() => null);
   } catch (err) {
     if (request === latest) showError("The server could not be reached. Check that it is running, then try again.");
     return;
   }
   if (request !== latest) return;
+  if (response.status === 401) {
+    askForKey(apiKey ? "That key was refused; check it and try again." : null);
+    showError("This service needs an API key: enter it above, then choose the image again.");
+    keyInput.focus();
+    return;
+  }
   if (!response.ok) {
     showError(`The image could not be classified: ${describe(data, response.status)}.`);
     return;
@@ -141,3 +247,6 @@ preview.addEventListener("error", () => {
 preview.addEventListener("load", () => {
   preview.classList.toggle("pixelated", preview.naturalWidth <= 64 && preview.naturalHeight <= 64);
 });
+
+showClasses();
+showModel();

@@ -9,13 +9,8 @@ from __future__ import annotations
 
 import base64
 import io
-import os
+import re
 import shutil
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -25,11 +20,13 @@ import pytest
 import torch
 from PIL import Image
 
-from models.checkpoint import load_checkpoint
+from models.checkpoint import InputSpec, load_checkpoint, make_checkpoint, save_checkpoint
+from models.networks import build_model
 from models.preprocessing import decode_image, preprocess, to_model_image
 from tests.app.conftest import SHIPPED_MODEL
 from tests.app.images import TEXT, encode
-from tests.conftest import REPO
+from tests.app.live_server import live_server
+from tests.conftest import TINY_CNN_ARGS
 
 if TYPE_CHECKING:  # only for annotations: the tests skip where playwright is missing
     from playwright.sync_api import BrowserContext, Page, ViewportSize
@@ -54,56 +51,30 @@ SCREENSHOT_COPY = Path("/tmp/page-screenshot.png")
 TROUSER, ANKLE_BOOT = 1, 9
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_until_ready(url: str, server: subprocess.Popen[bytes], log: Path, timeout: float = 120) -> None:
-    # No proxy: a developer's HTTP_PROXY must not intercept a request to localhost.
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            pytest.fail(f"the server exited with {server.returncode}:\n{log.read_text()[-3000:]}")
-        try:
-            with opener.open(url + "/health", timeout=2) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(0.3)
-    pytest.fail(f"the server was not ready within {timeout:g} s:\n{log.read_text()[-3000:]}")
-
-
 @pytest.fixture(scope="module")
 def base_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A real uvicorn process serving the shipped model on a free port."""
     if not SHIPPED_MODEL.is_file():
         pytest.skip(f"{SHIPPED_MODEL} is not there yet: run python -m training")
-    port = free_port()
-    log = tmp_path_factory.mktemp("server") / "uvicorn.log"
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith("FASHION_")},
-        "FASHION_MODEL_PATH": str(SHIPPED_MODEL),
-        "FASHION_DEVICE": "cpu",
-        "OMP_NUM_THREADS": "1",  # a test server: leave the cores to whatever else runs
-    }
-    command = [sys.executable, "-m", "uvicorn", "app.main:app", "--host", "127.0.0.1", "--port", str(port)]
-    with log.open("wb") as output:
-        server = subprocess.Popen(command, cwd=REPO, env=env, stdout=output, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_until_ready(url, server, log)
+    with live_server(SHIPPED_MODEL, tmp_path_factory.mktemp("server") / "uvicorn.log") as url:
         yield url
-    finally:
-        server.terminate()
-        try:
-            server.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
+
+
+OWN_CLASSES = ["handbag", "pants", "shoe"]
+API_KEY = "s3cret-key"
+
+
+@pytest.fixture(scope="module")
+def own_model_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A model of three classes of one's own, served behind an API key."""
+    folder = tmp_path_factory.mktemp("own-model")
+    torch.manual_seed(0)
+    args = {**TINY_CNN_ARGS, "num_classes": 3}
+    metrics = {"test_accuracy": 0.97, "test_split": "test", "test_count": 300}
+    checkpoint = make_checkpoint(build_model("cnn", **args), "cnn", args, OWN_CLASSES, InputSpec(), metrics)
+    save_checkpoint(checkpoint, folder / "mine.pth")
+    with live_server(folder / "mine.pth", folder / "uvicorn.log", api_key=API_KEY) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
@@ -286,3 +257,124 @@ def test_an_image_can_be_dropped_or_pasted(
         [event, base64.b64encode(data).decode("ascii")],
     )
     check_result(page, expected)
+
+
+# --- the page learns the model; the key; the panel; the icon; /docs offline ---------------
+
+TEN = re.compile(r"\bten\b", re.IGNORECASE)
+
+
+def open_page(browser: BrowserContext, url: str) -> tuple[Page, list[tuple[str, int]], list[str]]:
+    """A new page at ``url``, with every response (url, status) and every request's URL recorded."""
+    page = browser.new_page()
+    page.set_default_timeout(30_000)
+    page.on("filechooser", lambda chooser: None)
+    responses: list[tuple[str, int]] = []
+    requests: list[str] = []
+    page.on("response", lambda r: responses.append((r.url, r.status)))
+    page.on("request", lambda r: requests.append(r.url))
+    page.goto(url)
+    return page, responses, requests
+
+
+def test_the_shipped_model_titles_the_page_and_nothing_is_missing(
+    browser: BrowserContext, base_url: str
+) -> None:
+    page, responses, _ = open_page(browser, base_url + "/")
+    try:
+        page.wait_for_function("document.title === 'Fashion-MNIST classifier'")
+        assert page.locator("#title").inner_text() == "Fashion-MNIST classifier"
+        lead = page.locator("#lead").inner_text()
+        assert lead.startswith("Which of the model's 10 classes is in your picture: T-shirt/top, Trouser")
+        assert lead.endswith("Bag or Ankle boot?")
+        assert page.locator("#key-form").is_hidden()  # no key configured
+        # The icon the page names is served, and no load answered 404 (the old /favicon.ico).
+        icon = page.evaluate("fetch(document.querySelector('link[rel=icon]').href).then(r => r.status)")
+        assert icon == 200
+        page.wait_for_load_state("networkidle")
+        assert [r for r in responses if r[1] >= 400] == []
+    finally:
+        page.close()
+
+
+def test_about_the_model_is_a_readable_panel(browser: BrowserContext, base_url: str) -> None:
+    loaded = load_checkpoint(SHIPPED_MODEL)
+    page, _, _ = open_page(browser, base_url + "/")
+    try:
+        page.locator("#about summary").click()
+        page.locator("#about-list").wait_for(state="visible")
+        terms = page.locator("#about-list dt").all_inner_texts()
+        values = page.locator("#about-list dd").all_inner_texts()
+        about = dict(zip(terms, values, strict=True))
+        assert (
+            about["Architecture"] == f"cnn, {sum(p.numel() for p in loaded.model.parameters()):,} parameters"
+        )
+        assert about["Classes"] == "10: " + ", ".join(loaded.classes)
+        accuracy = 100 * loaded.metrics["test_accuracy"]
+        assert about["Accuracy"] == f"{accuracy:.2f}% on {loaded.metrics['test_count']:,} test images"
+        assert about["Version"] == loaded.version
+        assert about["Mirror averaging"].startswith("on")
+        assert "{" not in page.locator("#about").inner_text()  # words, not JSON
+        screenshot(page, Path("/tmp") / "page-about.png")
+    finally:
+        page.close()
+
+
+def test_docs_load_nothing_from_elsewhere(browser: BrowserContext, base_url: str) -> None:
+    page, responses, requests = open_page(browser, base_url + "/docs")
+    try:
+        page.locator(".swagger-ui .info .title").wait_for(state="visible")
+        assert page.locator(".swagger-ui .info .title").inner_text().startswith("Fashion-MNIST classifier")
+        page.locator(".opblock-summary-path", has_text="/predict/batch").first.wait_for(state="visible")
+        page.wait_for_load_state("networkidle")
+        elsewhere = [url for url in requests if not url.startswith((base_url + "/", "data:", "blob:"))]
+        assert elsewhere == []
+        assert [r for r in responses if r[1] >= 400] == []
+    finally:
+        page.close()
+
+
+def test_a_model_of_three_classes_shows_them_and_the_page_asks_for_its_key(
+    browser: BrowserContext, own_model_url: str, shipped_images: dict[str, tuple[bytes, str]]
+) -> None:
+    page, _, _ = open_page(browser, own_model_url + "/")
+    sent: list[dict[str, str]] = []
+    page.on("request", lambda r: sent.append(r.headers) if "/predict" in r.url else None)
+    try:
+        page.wait_for_function("document.title === 'Image classifier'")
+        assert page.locator("#lead").inner_text() == (
+            "Which of the model's 3 classes is in your picture: handbag, pants or shoe?"
+        )
+        key_form = page.locator("#key-form")
+        key_form.wait_for(state="visible")  # GET /model answered 401
+        data, _ = shipped_images["test-image"]
+        upload(page, "item.png", data, "image/png")
+        page.locator("#error").wait_for(state="visible")
+        assert page.locator("#error").inner_text().startswith("This service needs an API key")
+
+        page.locator("#api-key").fill("wrong")
+        page.locator("#key-form button").click()
+        page.wait_for_function("document.getElementById('key-note').textContent.includes('refused')")
+        assert key_form.is_visible()
+
+        page.locator("#api-key").fill(API_KEY)
+        page.locator("#key-form button").click()
+        key_form.wait_for(state="hidden")
+        upload(page, "item.png", data, "image/png")
+        page.locator("#result").wait_for(state="visible")
+        assert page.locator("#class-name").inner_text() in OWN_CLASSES
+        assert page.locator("#bars li .name").all_inner_texts() == OWN_CLASSES
+        assert page.locator("#bars-title").inner_text() == "All 3 classes"
+        page.locator("#about summary").click()
+        assert page.locator("#about-list").inner_text().count("handbag, pants, shoe") == 1
+        assert not TEN.search(page.locator("body").inner_text())
+        assert sent[-1].get("authorization") == f"Bearer {API_KEY}"
+        # Kept in the tab's memory only: nothing stored, and a reload asks again.
+        stored = page.evaluate("[localStorage.length, sessionStorage.length, document.cookie]")
+        assert stored == [0, 0, ""]
+        screenshot(page, Path("/tmp") / "page-own-model.png")
+        page.reload()
+        key_form.wait_for(state="visible")
+        assert page.locator("#api-key").input_value() == ""
+    finally:
+        page.close()

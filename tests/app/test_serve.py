@@ -10,6 +10,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+import torch
 
 from app.serve import get_args_parser
 from tests.app.images import png_bytes
@@ -99,6 +100,53 @@ def test_fashion_serve_warns_when_it_listens_beyond_loopback_without_a_key(
         monkeypatch.setenv("FASHION_API_KEY", key)
     started: list[str] = []
     monkeypatch.setattr(app.serve.uvicorn, "run", lambda *a, **k: started.append(k["host"]))
-    app.serve.main(["--host", host])
+    app.serve.main(["--host", host, "--port", "0"])  # port 0: whatever else listens on 8000
     assert started == [host]
     assert ("without FASHION_API_KEY" in capsys.readouterr().err) is warned
+
+
+def run_fashion_serve(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("FASHION_")}
+    return subprocess.run([sys.executable, "-m", "app.serve", *args], cwd=REPO, env={**clean, **env},
+                          capture_output=True, text=True, timeout=300)  # fmt: skip
+
+
+@pytest.mark.slow
+def test_fashion_serve_refuses_a_busy_port_before_loading_the_model(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        # A model that is not there: the port is checked first, so its error is the one shown.
+        result = run_fashion_serve({"FASHION_MODEL_PATH": str(tmp_path / "gone.pth")}, "--port", str(port))
+    assert result.returncode == 2
+    assert result.stderr == (
+        f"error: port {port} on 127.0.0.1 is already in use; stop what listens there or choose another "
+        "with --port\n"
+    )
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
+def test_fashion_serve_refuses_a_missing_gpu_before_loading_the_model(tmp_path: Path) -> None:
+    env = {"FASHION_DEVICE": "cuda", "FASHION_MODEL_PATH": str(tmp_path / "gone.pth")}
+    result = run_fashion_serve(env, "--port", "0")
+    assert result.returncode == 2
+    assert result.stderr == (
+        "error: FASHION_DEVICE=cuda: device 'cuda': CUDA is not available on this machine; use auto or cpu\n"
+    )
+
+
+def test_fashion_serve_stops_on_a_misspelt_variable(
+    tiny_checkpoint: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import app.serve
+
+    monkeypatch.setenv("FASHION_MODEL_PAHT", str(tiny_checkpoint))
+    monkeypatch.setattr(app.serve.uvicorn, "run", lambda *a, **k: pytest.fail("uvicorn started"))
+    with pytest.raises(SystemExit) as info:
+        app.serve.main(["--port", "0"])
+    assert info.value.code == 2
+    assert capsys.readouterr().err == (
+        "error: unknown settings: FASHION_MODEL_PAHT is not a setting; did you mean FASHION_MODEL_PATH?\n"
+    )

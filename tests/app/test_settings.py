@@ -45,7 +45,26 @@ def test_every_field_is_read_from_one_environment_prefix(monkeypatch: pytest.Mon
         ("FASHION_DEVICE", "cuda:x", "valid: auto, cpu, cuda, cuda:N"),
         ("FASHION_LOG_LEVEL", "loud", "'debug', 'info', 'warning', 'error' or 'critical'"),
         ("FASHION_MAX_UPLOAD_BYTES", "0", "greater than or equal to 1"),
-        ("FASHION_MAX_IMAGE_PIXELS", "many", "valid integer"),
+        (
+            "FASHION_MAX_IMAGE_PIXELS",
+            "many",
+            "'many': expected a whole number, without a unit, such as 16000000",
+        ),
+        (
+            "FASHION_MAX_UPLOAD_BYTES",
+            "10MB",
+            "'10MB': expected a whole number of bytes, without a unit, such as 10485760",
+        ),
+        (
+            "FASHION_FLIP_AVERAGE",
+            "ture",
+            "'ture': expected true or false (or 1/0, yes/no, on/off); unset: as the checkpoint",
+        ),
+        (
+            "FASHION_BODY_TIMEOUT_S",
+            "30s",
+            "'30s': expected a number of seconds, without a unit, such as 30.0",
+        ),
         ("FASHION_MAX_BATCH_FILES", "-1", "greater than or equal to 1"),
     ],
 )
@@ -118,7 +137,7 @@ def test_the_body_timeout_defaults_to_30_s_and_reads_the_environment(monkeypatch
     monkeypatch.setenv("FASHION_BODY_TIMEOUT_S", "2.5")
     assert load_settings().body_timeout_s == 2.5
     monkeypatch.setenv("FASHION_BODY_TIMEOUT_S", "0")
-    with pytest.raises(SettingsError, match="FASHION_BODY_TIMEOUT_S: Input should be greater than 0"):
+    with pytest.raises(SettingsError, match="FASHION_BODY_TIMEOUT_S: '0': Input should be greater than 0"):
         load_settings()
 
 
@@ -159,3 +178,64 @@ def test_a_malformed_origin_is_refused_saying_how_to_write_one(
         load_settings()
     assert str(caught.value).startswith("invalid settings: FASHION_CORS_ORIGINS: ")
     assert expected in str(caught.value)
+
+
+def wrong_kind_of_value(field: str) -> str | None:
+    annotation = str(Settings.model_fields[field].annotation)
+    if "bool" in annotation:
+        return "ture"
+    if "int" in annotation or "float" in annotation:
+        return "10MB"
+    return None
+
+
+# Every number and on/off setting; the others take any text (a path, a key) or have a
+# validator of their own whose message lists the valid values (tested above).
+TYPED = [field for field in Settings.model_fields if wrong_kind_of_value(field)]
+
+
+@pytest.mark.parametrize("field", TYPED)
+def test_every_setting_names_what_it_takes_when_given_the_wrong_kind_of_value(
+    monkeypatch: pytest.MonkeyPatch, field: str
+) -> None:
+    value = wrong_kind_of_value(field)
+    assert value is not None
+    name = "FASHION_" + field.upper()
+    monkeypatch.setenv(name, value)
+    with pytest.raises(SettingsError) as caught:
+        load_settings()
+    message = str(caught.value)
+    assert message.startswith(f"invalid settings: {name}: {value!r}: expected ")
+    default = Settings.model_fields[field].default
+    assert (
+        ("true or false" in message) if value == "ture" else (f"such as {default} (the default)" in message)
+    )
+
+
+@pytest.mark.parametrize(
+    ("variable", "hint"),
+    [
+        ("FASHION_MODEL_PAHT", "did you mean FASHION_MODEL_PATH?"),
+        ("FASHION_API_KYE", "did you mean FASHION_API_KEY?"),
+        ("FASHION_DEVCE", "did you mean FASHION_DEVICE?"),
+        ("FASHION_WHATEVER", "the settings are FASHION_MODEL_PATH, FASHION_MODEL_NAME, FASHION_DEVICE, "),
+    ],
+)
+def test_an_unknown_variable_stops_with_the_closest_setting(
+    monkeypatch: pytest.MonkeyPatch, variable: str, hint: str
+) -> None:
+    monkeypatch.setenv(variable, "/srv/mine.pth")
+    with pytest.raises(SettingsError) as caught:
+        load_settings()
+    assert str(caught.value).startswith(f"unknown settings: {variable} is not a setting; {hint}")
+
+
+@pytest.mark.parametrize(
+    "variable",
+    ["FASHION_MNIST_DIR", "FASHION_MNIST_SERVICE_HOST", "FASHION_MNIST_PORT_80_TCP_ADDR",
+     "FASHION_MNIST_PORT", "FASHION_SERVICE_PORT_HTTP", "FASHION_PORT"],
+)  # fmt: skip
+def test_variables_that_are_not_ours_are_left_alone(monkeypatch: pytest.MonkeyPatch, variable: str) -> None:
+    # The tests' data folder, and what Kubernetes sets for a Service named fashion-mnist or fashion.
+    monkeypatch.setenv(variable, "10.0.0.1")
+    assert load_settings().device == "auto"

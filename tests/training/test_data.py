@@ -145,7 +145,7 @@ def test_custom_images_go_through_the_serving_preprocessing(tmp_path: Path) -> N
     [
         ("missing.png,1", "line 2: image 'missing.png' not found"),
         ("img0.png,42", "line 2: unknown label '42'"),
-        ("img0.png,Sock", "line 2: unknown label 'Sock'"),
+        ("img0.png,Sock", "line 1: label '1' is an index, but other labels are names"),
         ("../outside.png,1", "line 2: '../outside.png' is not a path inside"),
         ("/etc/passwd,1", "line 2: '/etc/passwd' is not a path inside"),
         ("link.png,1", "line 2: 'link.png' leads outside"),

@@ -140,6 +140,7 @@ def test_data_errors_end_with_one_line(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.setattr("sys.argv", ["training", "--data-dir", str(tmp_path / "nowhere"), "--quiet"])
+    monkeypatch.chdir(tmp_path)
     with pytest.raises(SystemExit) as info:
         run()
     assert info.value.code == 2

@@ -107,6 +107,33 @@ def test_a_missing_file_field_is_a_422(client: TestClient) -> None:
     assert client.post("/predict").status_code == 422
 
 
+@pytest.mark.parametrize("content_type", ["image/png", "application/octet-stream", None])
+def test_a_raw_image_body_is_refused_showing_the_multipart_form(
+    client: TestClient, content_type: str | None
+) -> None:
+    # curl --data-binary @x.png -H 'Content-Type: image/png': the body is the image itself.
+    headers = {"content-type": content_type} if content_type else {}
+    response = client.post("/predict", content=png_bytes(), headers=headers)
+    assert response.status_code == 422
+    assert response.json() == {
+        "detail": "file: Field required; send the image as a multipart/form-data field named file, "
+        "as curl -F file=@image.png does"
+    }
+    response = client.post("/predict/batch", content=png_bytes(), headers=headers)
+    assert response.status_code == 422
+    assert response.json()["detail"].endswith("as curl -F files=@a.png -F files=@b.png does")
+
+
+def test_a_raw_body_over_the_upload_limit_is_refused_without_reading_it(tiny_checkpoint: Path) -> None:
+    settings = Settings(model_path=tiny_checkpoint, device="cpu", max_upload_bytes=1000)
+    with TestClient(create_app(settings)) as client:
+        response = client.post("/predict", content=b"\0" * 5000, headers={"content-type": "image/png"})
+        # Not a form, so FastAPI never parses it: the same hint, whatever its size.
+        assert response.status_code == 422
+        assert "as a multipart/form-data field named file" in response.json()["detail"]
+        assert client.get("/health").status_code == 200
+
+
 def test_two_file_parts_or_a_part_without_filename_are_a_422_that_says_so(client: TestClient) -> None:
     two = client.post("/predict", files=[("file", ("a.png", png_bytes())), ("file", ("b.png", png_bytes()))])
     assert two.status_code == 422
@@ -198,9 +225,9 @@ def test_too_many_files_and_no_files_are_refused(tiny_checkpoint: Path) -> None:
         response = client.post("/predict/batch", files=three)
         assert response.status_code == 400
         assert response.json() == {"detail": "too many files: 3; at most 2"}
-        empty = client.post("/predict/batch", data={"other": "x"})
+        empty = client.post("/predict/batch", data={"other": "x"})  # a form without files
         assert empty.status_code == 422
-        assert empty.json() == {"detail": "files: Field required"}
+        assert empty.json()["detail"].startswith("files: Field required; send the images as multipart")
 
 
 def decode_data_url(url: str) -> Image.Image:
