@@ -14,7 +14,8 @@ Each check runs against ``fashion-serve`` on the shipped model, started for it:
 6. the CPU bomb (bench/cpu_bomb.py): progressive JPEGs with a scan repeated 63 times, posted in
    batches while wrk measures the small requests;
 7. the frozen inference process (bench/frozen_worker.py): SIGSTOP under load, time to recover;
-8. slowloris (bench/slowloris.py): 200 connections trickling request heads while wrk measures.
+8. slowloris (bench/slowloris.py): 200 connections trickling request heads while wrk measures;
+9. bad checkpoints (bench/bad_checkpoints.py): each refused by fashion-serve in one line.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.attacks import AttackResults, run_attacks
+from bench.bad_checkpoints import bad_checkpoints
 from bench.bad_inputs import corpus, run_case
 from bench.cpu_bomb import CPU_SECONDS, QUICK_CPU_SECONDS
 from bench.fuzz import FuzzResult, run_cli
@@ -141,6 +143,8 @@ def main(argv: list[str] | None = None) -> None:
         shutdown: ShutdownResult = drill(args.model, workdir, requests=args.in_flight, grace_s=args.grace)
         print("attack drills ...", flush=True)
         attacks: AttackResults = run_attacks(args.model, workdir, cpu_seconds=args.cpu_bomb_seconds)
+        print("bad checkpoints ...", flush=True)
+        checkpoints = bad_checkpoints(args.model, workdir)
     context |= {
         "load_average_at_end": load_average(),
         "minutes": round((time.monotonic() - started) / 60, 1),
@@ -148,7 +152,7 @@ def main(argv: list[str] | None = None) -> None:
         "command": "python -m bench.reliability" + (" --quick" if args.quick else ""),
         "body_timeout_s": BODY_TIMEOUT_S,
     }
-    write_report(args.output, context, bad, fuzzed, soaked, shutdown, attacks)
+    write_report(args.output, context, bad, fuzzed, soaked, shutdown, attacks, checkpoints)
     failed = [
         name
         for name, ok in [
@@ -159,6 +163,8 @@ def main(argv: list[str] | None = None) -> None:
             *[(f"memory bomb ({case.case})", case.ok) for case in attacks.memory],
             ("CPU bomb", attacks.cpu.ok),
             ("frozen inference process", attacks.frozen.ok),
+            ("slowloris", attacks.slowloris.ok),
+            *[(f"checkpoint ({case.name})", case.ok) for case in checkpoints],
         ]
         if not ok
     ]

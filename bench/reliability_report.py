@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from app.http_protocol import HEAD_TIMEOUT_S
 from bench import cpu_bomb, frozen_worker, memory_bombs, slowloris
+from bench.bad_checkpoints import CheckpointCase
 
 if TYPE_CHECKING:
     from bench.attacks import AttackResults
@@ -70,6 +71,7 @@ def write_report(
     soaked: SoakResult,
     shutdown: ShutdownResult,
     attacks: AttackResults,
+    checkpoints: list[CheckpointCase],
 ) -> None:
     passed = sum(case.ok for case in bad.cases)
     versions = ", ".join(f"{name} {version}" for name, version in context["versions"].items())
@@ -98,6 +100,9 @@ def write_report(
         f"| Graceful shutdown | {shutdown.correct}/{shutdown.requests} in-flight requests answered, "
         f"exit status {shutdown.exit_code} | {_mark(shutdown.ok)} |",
         *_attack_rows(attacks),
+        f"| Bad checkpoints | {sum(case.ok for case in checkpoints)}/{len(checkpoints)} refused by "
+        f"fashion-serve in one line, exit status 2, before a port opened | "
+        f"{_mark(all(case.ok for case in checkpoints))} |",
         "",
         "## Bad uploads",
         "",
@@ -175,8 +180,29 @@ def write_report(
     ]
     lines += [f"- {failure}" for failure in shutdown.failures]
     lines += _attack_sections(attacks)
+    lines += _checkpoint_section(checkpoints)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(lines).rstrip("\n") + "\n")
+
+
+def _checkpoint_section(checkpoints: list[CheckpointCase]) -> list[str]:
+    lines = [
+        "",
+        "## Bad checkpoints",
+        "",
+        "Variants of the shipped checkpoint, each broken in one place, served with "
+        "`python -m app.serve` (bench/bad_checkpoints.py). Pass: exit status 2 with one line on "
+        "stderr naming the file, before any port opens, and the pickle's code never run.",
+        "",
+        "| Case | What | Exit | Seconds | stderr | |",
+        "|---|---|---|---|---|---|",
+    ]
+    lines += [
+        f"| `{case.name}` | {case.why} | {case.status} | {case.seconds:.1f} | "
+        f"`{case.stderr.strip().splitlines()[0][:140] if case.stderr.strip() else ''}` | {_mark(case.ok)} |"
+        for case in checkpoints
+    ]
+    return lines
 
 
 def _seconds(value: float | None) -> str:

@@ -22,6 +22,7 @@ import logging
 import os
 import pickle
 import tempfile
+import warnings
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -185,7 +186,10 @@ def read_checkpoint(path: str | os.PathLike[str]) -> tuple[Any, str]:
         raise CheckpointError(f"{path}: the file is empty")
     sha256 = hashlib.sha256(data).hexdigest()
     try:
-        obj = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+        # torch warns about a pickle protocol it did not write: noise beside our one-line verdict.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            obj = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         # Only a forbidden global means "this file would run code"; other unpickler
         # errors are plain corruption.

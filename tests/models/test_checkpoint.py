@@ -1,5 +1,7 @@
 import logging
 import os
+import pickle
+import warnings
 from pathlib import Path
 
 import pytest
@@ -272,3 +274,13 @@ def test_the_size_check_allocates_nothing(tiny_checkpoint: Path, monkeypatch: py
     with pytest.raises(CheckpointError, match="parameters; at most"):
         load_checkpoint(_edited(tiny_checkpoint, arch="mlp", model_args={"hidden": 10**6}))
     assert built and set(built) == {"meta"}  # a real build would have taken 4 GB
+
+
+def test_a_refused_pickle_gives_one_error_and_no_warning(tmp_path: Path) -> None:
+    path = tmp_path / "protocol4.pth"
+    path.write_bytes(pickle.dumps({"format": os.getcwd}, protocol=4))  # not torch's layout, a global
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with pytest.raises(CheckpointError, match=r"protocol4\.pth: "):
+            load_checkpoint(path)
+    assert caught == []
