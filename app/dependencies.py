@@ -39,6 +39,12 @@ class ServiceState:
             return float(Settings.model_fields["body_timeout_s"].default)
         return self.settings.body_timeout_s
 
+    @property
+    def ready(self) -> bool:
+        """The model is loaded and its inference worker takes requests (not while one restarts)."""
+        engine = self.engine
+        return self.status == "ok" and self.predictor is not None and engine is not None and engine.ready
+
     def api_key(self) -> SecretStr | None:
         return None if self.settings is None else self.settings.api_key
 

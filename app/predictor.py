@@ -34,6 +34,7 @@ from models.preprocessing import (
     pixels_to_tensor,
     standardize,
 )
+from models.validation import first_line
 
 
 class DeviceError(RuntimeError):
@@ -135,17 +136,12 @@ class Predictor:
 
     def _warm_up(self) -> None:
         # The first call pays for lazy initialisation (kernels, allocator); do it before
-        # serving, and check on the way that the outputs match the class list.
+        # serving. (load_checkpoint's probe has checked the outputs against the classes.)
         try:
-            probs = self.predict(torch.zeros(1, 1, INPUT_SIZE, INPUT_SIZE))
+            self.predict(torch.zeros(1, 1, INPUT_SIZE, INPUT_SIZE))
         except RuntimeError as exc:
-            first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
-            raise CheckpointError(f"{self.loaded.path}: warm-up inference failed ({first})") from None
-        if probs.shape != (1, len(self.classes)):
-            raise CheckpointError(
-                f"{self.loaded.path}: the network has {probs.shape[-1]} outputs "
-                f"but the checkpoint names {len(self.classes)} classes"
-            )
+            detail = f"warm-up inference failed ({first_line(exc)})"
+            raise CheckpointError(f"{self.loaded.path}: {detail}") from None
 
     def decode(
         self,

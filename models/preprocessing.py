@@ -341,7 +341,12 @@ def normalize(pixels: torch.Tensor, mean: Sequence[float], std: Sequence[float])
 
     The one place the scaling happens, for training batches and served images alike.
     """
-    return standardize(pixels.to(torch.float32).div_(255.0), mean, std)
+    return standardize(unit_scale(pixels), mean, std)
+
+
+def unit_scale(pixels: torch.Tensor) -> torch.Tensor:
+    """uint8 pixels (0-255) as float32 in 0-1, torchvision's ToTensor scale."""
+    return pixels.to(torch.float32).div_(255.0)
 
 
 def standardize(x: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:

@@ -46,7 +46,7 @@ from app.inference.messages import (
 )
 from app.logs import configure_logging
 from app.predictor import Predictor
-from models.preprocessing import INPUT_SIZE, ImageError
+from models.preprocessing import INPUT_SIZE, ImageError, unit_scale
 
 logger = logging.getLogger(__name__)
 
@@ -176,7 +176,7 @@ class Worker:
         """One batch: uint8 pixels as they are; with any 0-1 floats a client sent, the network's input."""
         if all(p.dtype == torch.uint8 for p in pixels):
             return torch.stack(pixels)  # normalised by predict
-        unit = [p if p.is_floating_point() else p.to(torch.float32).div_(255.0) for p in pixels]
+        unit = [p if p.is_floating_point() else unit_scale(p) for p in pixels]
         return self.predictor.standardize(torch.stack(unit))
 
     def _item(self, task: Task, index: int, upload: bytes | Decoded, now: float) -> _Item:

@@ -36,8 +36,8 @@ RESTARTING = "the inference process stopped and is restarting"
 )
 async def read_health(state: StateDep) -> HealthResponse | JSONResponse:
     """Readiness: 200 once the model is loaded and warmed up, 503 before or after a failure."""
-    restarting = state.engine is not None and not state.engine.ready
-    if state.status == "ok" and state.predictor is not None and not restarting:
+    if state.ready:
+        assert state.predictor is not None
         return HealthResponse(
             status="ok",
             model_version=state.predictor.version,
@@ -46,7 +46,7 @@ async def read_health(state: StateDep) -> HealthResponse | JSONResponse:
         )
     if state.status == "error":
         problem = HealthProblem(status="error", detail=STARTUP_FAILED)
-    elif restarting:
+    elif state.engine is not None and not state.engine.ready:
         problem = HealthProblem(status="loading", detail=RESTARTING)
     else:
         problem = HealthProblem(status="loading")

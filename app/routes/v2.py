@@ -70,22 +70,17 @@ async def read_server_live() -> ServerLive:
     return ServerLive(live=True)
 
 
-def _ready(state: StateDep) -> bool:
-    engine = state.engine
-    return state.status == "ok" and state.predictor is not None and engine is not None and engine.ready
-
-
 @router.get("/health/ready", response_model=ServerReady, responses={503: {"model": ServerReady}})
 async def read_server_ready(state: StateDep) -> ServerReady | JSONResponse:
     """Readiness: 200 when the model takes requests, 503 while it loads or its worker restarts."""
-    if _ready(state):
+    if state.ready:
         return ServerReady(ready=True)
     return JSONResponse({"ready": False}, status_code=503)
 
 
 async def _model_ready(state: StateDep, name: str, version: str | None) -> ModelReady | JSONResponse:
     _served(state.settings, state.predictor, name, version)
-    if _ready(state):
+    if state.ready:
         return ModelReady(name=name, ready=True)
     return JSONResponse({"name": name, "ready": False}, status_code=503)
 

@@ -16,6 +16,7 @@ import pytest
 import torch
 from PIL import Image
 
+from bench.uploads import CONTENT_TYPE, multipart
 from models.checkpoint import FASHION_MNIST_CLASSES
 from tests.app.conftest import SHIPPED_MODEL
 from tests.app.live_server import live_server
@@ -64,19 +65,8 @@ def expected(server: str, pngs: list[bytes]) -> np.ndarray:
     """/predict's ten probabilities for each PNG, in class order."""
     rows = []
     for png in pngs:
-        boundary = "b0undary"
-        body = (
-            (
-                f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="x.png"\r\n'
-                f"Content-Type: image/png\r\n\r\n"
-            ).encode()
-            + png
-            + f"\r\n--{boundary}--\r\n".encode()
-        )
         request = urllib.request.Request(
-            f"{server}/predict?top_k=10",
-            data=body,
-            headers={"Content-Type": f"multipart/form-data; boundary={boundary}"},
+            f"{server}/predict?top_k=10", data=multipart(png), headers={"Content-Type": CONTENT_TYPE}
         )
         opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
         with opener.open(request, timeout=30) as response:
