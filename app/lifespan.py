@@ -68,6 +68,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             state.settings.device,
             state.settings.max_image_pixels,
             state.settings.flip_average,
+            state.settings.ood_threshold,
         )
     except (SettingsError, CheckpointError, DeviceError) as exc:
         state.status = "error"
@@ -82,6 +83,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             device=settings.device,
             max_image_pixels=settings.max_image_pixels,
             flip_average=settings.flip_average,
+            ood_threshold=settings.ood_threshold,
             torch_threads=settings.torch_threads,
             max_batch_size=settings.max_batch_size,
             max_wait_s=max_wait_s,

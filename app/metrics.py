@@ -38,6 +38,11 @@ class Metrics:
             ["class_name"],
             registry=self.registry,
         )
+        self.out_of_distribution = Counter(
+            "fashion_out_of_distribution_predictions",
+            "Images classified whose out-of-distribution score was past the threshold",
+            registry=self.registry,
+        )
         self.model = Info("fashion_model", "The model being served", registry=self.registry)
         # Dynamic batching (app/inference/batching.py): how full the forward passes are, and where time goes.
         self.batch_size = Histogram(
@@ -82,6 +87,8 @@ class Metrics:
     def count_predictions(self, predictions: Iterable[Prediction]) -> None:
         for prediction in predictions:
             self.predictions.labels(prediction.top[0].name).inc()
+            if prediction.out_of_distribution:
+                self.out_of_distribution.inc()
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

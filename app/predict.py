@@ -9,7 +9,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from app.predictor import DeviceError, Predictor
+from app.predictor import DeviceError, Prediction, Predictor
 from app.settings import SettingsError, load_settings
 from models.checkpoint import CheckpointError
 from models.preprocessing import INVERT_MODES, ImageError
@@ -30,6 +30,13 @@ def get_args_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _ood_note(prediction: Prediction) -> str:
+    if prediction.ood_score is None:
+        return ""
+    verdict = "; does not look like any of the classes" if prediction.out_of_distribution else ""
+    return f" [ood_score {prediction.ood_score:.2f}{verdict}]"
+
+
 def main(argv: list[str] | None = None) -> int:
     """Returns the exit status: 0, 1 when an image failed, 2 when the model could not load."""
     args = get_args_parser().parse_args(argv)
@@ -37,7 +44,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = load_settings(**overrides)
         predictor = Predictor.load(
-            settings.model_path, settings.device, settings.max_image_pixels, settings.flip_average
+            settings.model_path,
+            settings.device,
+            settings.max_image_pixels,
+            settings.flip_average,
+            settings.ood_threshold,
         )
     except (SettingsError, CheckpointError, DeviceError) as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -52,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
             failed += 1
             continue
         ranked = ", ".join(f"{s.name} ({s.probability:.3f})" for s in prediction.top)
-        print(f"{path}: {ranked}")
+        print(f"{path}: {ranked}{_ood_note(prediction)}")
     return 1 if failed else 0
 
 

@@ -21,8 +21,9 @@ from pathlib import Path
 import torch
 from PIL import Image
 
+from models.calibration import view_log_partition, view_probabilities
 from models.checkpoint import CheckpointError, LoadedModel, load_checkpoint
-from models.networks import class_probabilities, prepare_for_inference
+from models.networks import class_probabilities, logits_and_features, prepare_for_inference
 from models.preprocessing import (
     DEFAULT_MAX_PIXELS,
     INPUT_SIZE,
@@ -65,6 +66,10 @@ class Prediction:
     original_size: tuple[int, int]
     inverted: bool
     input_image: Image.Image | None = None  # the 28x28 grayscale the network saw, when asked for
+    # How unlike the training images it is, and whether that is past the threshold; None
+    # for a checkpoint without a fitted score.
+    ood_score: float | None = None
+    out_of_distribution: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -100,6 +105,7 @@ class Predictor:
         device: torch.device,
         max_image_pixels: int,
         flip_average: bool | None = None,
+        ood_threshold: float | None = None,
     ) -> None:
         # load_checkpoint has checked the input is the 1x28x28 the shared preprocessing makes.
         self.loaded = loaded
@@ -111,9 +117,16 @@ class Predictor:
         # The checkpoint says whether its metrics were measured averaging each image with
         # its mirror; an operator may override it (half the compute, less accuracy).
         self.flip_average = loaded.flip_average if flip_average is None else flip_average
+        self.calibration = loaded.calibration
+        self.ood = loaded.ood
+        # The checkpoint's threshold flags a fixed share of its validation images; an operator
+        # may trade flags for misses.
+        self.ood_threshold: float | None = None
+        if self.ood is not None:
+            self.ood_threshold = self.ood.threshold if ood_threshold is None else ood_threshold
         # Eval mode, batch norm folded into the convs, channels-last weights: the same
         # function as trained, about twice the throughput on the CPU.
-        self.model = prepare_for_inference(loaded.model).to(device)
+        self.model = prepare_for_inference(loaded.model, self.calibration.temperature).to(device)
         self._warm_up()
 
     @classmethod
@@ -123,12 +136,14 @@ class Predictor:
         device: str = "auto",
         max_image_pixels: int = DEFAULT_MAX_PIXELS,
         flip_average: bool | None = None,
+        ood_threshold: float | None = None,
     ) -> Predictor:
         """Load a checkpoint (weights_only), move it to the device, eval, fuse, warm up.
 
-        ``flip_average`` None follows the checkpoint.
+        ``flip_average`` and ``ood_threshold`` None follow the checkpoint.
         """
-        return cls(load_checkpoint(Path(path)), resolve_device(device), max_image_pixels, flip_average)
+        loaded = load_checkpoint(Path(path))
+        return cls(loaded, resolve_device(device), max_image_pixels, flip_average, ood_threshold)
 
     @property
     def version(self) -> str:
@@ -174,13 +189,29 @@ class Predictor:
         spec = self.loaded.input_spec
         return standardize(x, spec.mean, spec.std)
 
-    @torch.inference_mode()
     def predict(self, batch: torch.Tensor) -> torch.Tensor:
         """N x 1 x 28 x 28 inputs (normalised, or uint8 pixels) to N x classes probabilities, on the CPU."""
+        return self.predict_scored(batch)[0]
+
+    @torch.inference_mode()
+    def predict_scored(self, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Calibrated N x classes probabilities and N out-of-distribution scores (None without
+        a fitted score), in one forward pass, on the CPU."""
         if batch.dtype == torch.uint8:
             batch = self.normalize(batch)
         batch = batch.to(self.device, non_blocking=True)
-        return class_probabilities(self.model, batch, self.flip_average).cpu()
+        # The network's logits come already divided by the temperature (prepare_for_inference).
+        if self.ood is None:
+            return class_probabilities(self.model, batch, self.flip_average).cpu(), None
+        logits, features = logits_and_features(self.model, batch, self.flip_average)
+        if logits.device.type != "cpu":
+            logits, features = logits.cpu(), features.cpu()
+        scores = self.ood.score(view_log_partition(logits), features, self.calibration.temperature)
+        return view_probabilities(logits), scores
+
+    def is_out_of_distribution(self, score: float | None) -> bool | None:
+        """Whether a score is past the threshold; None without a fitted score."""
+        return None if score is None or self.ood_threshold is None else score > self.ood_threshold
 
     def predict_batch(self, tensors: Sequence[torch.Tensor]) -> list[torch.Tensor]:
         """Per-item probabilities for 1x28x28 tensors (all uint8 pixels, or all normalised), in one pass."""
@@ -215,8 +246,11 @@ class Predictor:
         return self._predict_items(items, top_k)
 
     def _predict_items(self, items: Sequence[ModelInput], top_k: int) -> list[Prediction]:
-        probabilities = self.predict_batch([item.tensor for item in items])
-        return [
-            Prediction(self.postprocess(probs, top_k), item.original_size, item.inverted, item.image)
-            for item, probs in zip(items, probabilities, strict=True)
-        ]
+        probabilities, scores = self.predict_scored(torch.stack([item.tensor for item in items]))
+        results = []
+        for i, (item, probs) in enumerate(zip(items, probabilities, strict=True)):
+            score = None if scores is None else float(scores[i])
+            top = self.postprocess(probs, top_k)
+            flagged = self.is_out_of_distribution(score)
+            results.append(Prediction(top, item.original_size, item.inverted, item.image, score, flagged))
+        return results

@@ -45,6 +45,8 @@ PREDICTION_EXAMPLE: dict[str, Any] = {
         {"class_name": "Sandal", "class_index": 5, "probability": 0.004},
     ],
     "preprocessing": {"original_size": [28, 28], "inverted": False},
+    "ood_score": -1.37,
+    "out_of_distribution": False,
     "model_version": VERSION_EXAMPLE,
 }
 # A real 28x28 PNG (a boot-like shape), small enough to read in /docs.
@@ -69,6 +71,16 @@ class PredictionResponse(BaseModel):
     confidence: float = Field(ge=0, le=1, description="probability of the predicted class")
     top_k: list[ClassScore]
     preprocessing: PreprocessingInfo
+    ood_score: float | None = Field(
+        None,
+        description="how unlike the training images the picture is to the model (higher: less alike; "
+        "absent when the model has no fitted score)",
+    )
+    out_of_distribution: bool | None = Field(
+        None,
+        description="true when ood_score is past the threshold: the picture does not look like any "
+        "of the classes, whatever class_name says (absent when the model has no fitted score)",
+    )
     model_version: str = Field(description="first 12 hex digits of the model file's SHA-256")
     input_image: str | None = Field(
         None,
@@ -95,6 +107,8 @@ class PredictionResponse(BaseModel):
             preprocessing=PreprocessingInfo(
                 original_size=prediction.original_size, inverted=prediction.inverted
             ),
+            ood_score=None if prediction.ood_score is None else round(prediction.ood_score, 4),
+            out_of_distribution=prediction.out_of_distribution,
             model_version=model_version,
             input_image=None if prediction.input_image is None else png_data_url(prediction.input_image),
         )
@@ -144,6 +158,14 @@ class InputInfo(BaseModel):
     std: list[float]
 
 
+class OODInfo(BaseModel):
+    method: str = Field(description="how ood_score is computed")
+    threshold: float = Field(description="ood_score above which a prediction is flagged out_of_distribution")
+    validation_flag_rate: float = Field(
+        description="share of the model's validation images its own threshold flags"
+    )
+
+
 class ModelInfoResponse(BaseModel):
     """What the checkpoint says about itself."""
 
@@ -162,6 +184,10 @@ class ModelInfoResponse(BaseModel):
         description="whether each image is predicted as the mean of it and its mirror image, as the "
         "checkpoint asks unless FASHION_FLIP_AVERAGE overrides it"
     )
+    temperature: float = Field(
+        description="the logits are divided by it before the softmax (1: the checkpoint is not calibrated)"
+    )
+    ood: OODInfo | None = Field(description="the out-of-distribution score; null when the model has none")
     device: str
 
     model_config = _example(
@@ -178,6 +204,8 @@ class ModelInfoResponse(BaseModel):
             "created_at": "2026-11-27T01:30:00+00:00",
             "format_version": 1,
             "flip_average": True,
+            "temperature": 0.618,
+            "ood": {"method": "mahalanobis+energy", "threshold": 3.24, "validation_flag_rate": 0.03},
             "device": "cpu",
         }
     )

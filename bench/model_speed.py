@@ -19,12 +19,14 @@ import time
 import torch
 from torch import nn
 
-from models.checkpoint import load_checkpoint
+from models.calibration import view_log_partition, view_probabilities
+from models.checkpoint import LoadedModel, load_checkpoint
 from models.networks import (
     CNN,
     build_model,
     class_probabilities,
     count_parameters,
+    logits_and_features,
     prepare_for_inference,
     to_channels_last,
 )
@@ -39,6 +41,24 @@ class FlipAveraged(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return class_probabilities(self.model, x, flip_average=True)
+
+
+class Scored(nn.Module):
+    """What the server computes for a checkpoint with calibration and an out-of-distribution
+    score: the calibrated probabilities and the score, from one forward pass of a network
+    prepared with the temperature folded in (``app.predictor.Predictor.predict_scored``)."""
+
+    def __init__(self, model: nn.Module, loaded: LoadedModel) -> None:
+        super().__init__()
+        self.model = model
+        self.loaded = loaded
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        ood = self.loaded.ood
+        assert ood is not None
+        logits, features = logits_and_features(self.model, x, self.loaded.flip_average)
+        scores = ood.score(view_log_partition(logits), features, self.loaded.calibration.temperature)
+        return view_probabilities(logits), scores
 
 
 def conv_macs(model: nn.Module) -> int:
@@ -79,6 +99,32 @@ def measure(model: nn.Module, batch: int, seconds: float, channels_last: bool) -
     return median * 1e3, batch / median
 
 
+@torch.inference_mode()
+def paired(
+    a: nn.Module, b: nn.Module, batch: int, seconds: float, rounds: int = 21
+) -> tuple[float, float, float]:
+    """b's time over a's, measured in alternating short rounds so that drift in the machine's
+    speed hits both alike: (median ratio, a's median ms, b's median ms)."""
+    x = to_channels_last(torch.randn(batch, 1, 28, 28))
+    ratios, times_a, times_b = [], [], []
+    for _ in range(rounds):
+        medians = []
+        for model in (a, b):
+            for _ in range(5):
+                model(x)
+            times = []
+            deadline = time.perf_counter() + seconds / rounds
+            while time.perf_counter() < deadline or len(times) < 5:
+                start = time.perf_counter()
+                model(x)
+                times.append(time.perf_counter() - start)
+            medians.append(statistics.median(times))
+        times_a.append(medians[0])
+        times_b.append(medians[1])
+        ratios.append(medians[1] / medians[0])
+    return statistics.median(ratios), statistics.median(times_a) * 1e3, statistics.median(times_b) * 1e3
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description="One-thread inference speed of a checkpoint")
     parser.add_argument("--model", default="models/model.pth")
@@ -101,18 +147,33 @@ def main() -> None:
         variants[name] = (FlipAveraged(served), True)
     else:
         variants[f"{loaded.arch}, folded, channels-last (served)"] = (served, True)
+    if loaded.ood is not None:
+        name = f"{loaded.arch}, as served, + calibration and out-of-distribution score"
+        folded = prepare_for_inference(load_checkpoint(args.model).model, loaded.calibration.temperature)
+        variants[name] = (Scored(folded, loaded), True)
     print(f"machine: {platform.processor() or platform.machine()}, torch {torch.__version__}, 1 thread")
     macs = conv_macs(loaded.model) / 1e6
     print(f"{loaded.path}: {count_parameters(loaded.model)} parameters, {macs:.1f}M multiply-adds per image")
     print("| model | batch 1 median ms | batch 1 img/s | batch 32 img/s | batch 256 img/s |")
     print("| --- | --- | --- | --- | --- |")
     baseline32 = None
+    per_image: dict[str, float] = {}
     for name, (model, channels_last) in variants.items():
         ms1, ips1 = measure(model, 1, args.seconds, channels_last)
         _, ips32 = measure(model, 32, args.seconds, channels_last)
         _, ips256 = measure(model, 256, args.seconds, channels_last)
         baseline32 = baseline32 or ips32
+        per_image[name] = 1e3 / ips32
         print(f"| {name} | {ms1:.2f} | {ips1:.0f} | {ips32:.0f} ({ips32 / baseline32:.2f}x) | {ips256:.0f} |")
+    if loaded.ood is not None:
+        names = list(variants)
+        plain, scored = variants[names[-2]][0], variants[names[-1]][0]
+        for batch in (1, 32):
+            ratio, plain_ms, scored_ms = paired(plain, scored, batch, args.seconds)
+            print(
+                f"calibration and the out-of-distribution score, batch {batch}: {scored_ms / batch:.3f} "
+                f"against {plain_ms / batch:.3f} ms per image (interleaved; median ratio {ratio:.3f}x)"
+            )
 
 
 if __name__ == "__main__":

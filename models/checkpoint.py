@@ -8,6 +8,9 @@ A checkpoint is a plain dict (loadable with ``weights_only=True``)::
     classes                     class names in index order
     input                       {"height", "width", "channels", "mean", "std"}
     inference (optional)        {"flip_average": bool}: how to use the network; absent = plain
+    calibration (optional)      {"method": "temperature", "temperature", "fitted_on"}; absent = T 1
+    ood (optional)              the out-of-distribution score's parameters and threshold
+                                (models.ood); absent = no score
     metrics                     test/validation figures recorded by training
     train_args                  the training command's arguments
     torch_version, created_at   provenance
@@ -31,7 +34,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from models.networks import build_model, count_parameters
+from models.calibration import Calibration
+from models.networks import build_model, count_parameters, has_features, logits_and_features
+from models.ood import OODDetector
 from models.validation import CheckpointError, check_classes, check_input, check_size, first_line, probe
 
 logger = logging.getLogger(__name__)
@@ -108,6 +113,8 @@ class LoadedModel:
     # Average each image's probabilities with its mirror image's: the recorded metrics
     # were measured that way, so the server predicts that way unless told otherwise.
     flip_average: bool = False
+    calibration: Calibration = field(default_factory=Calibration)
+    ood: OODDetector | None = None
 
     @property
     def version(self) -> str:
@@ -129,6 +136,8 @@ def make_checkpoint(
     train_args: dict[str, Any] | None = None,
     training_state: dict[str, Any] | None = None,
     flip_average: bool = False,
+    calibration: Calibration | None = None,
+    ood: OODDetector | None = None,
 ) -> dict[str, Any]:
     """Assemble a checkpoint dict in the current format."""
     checkpoint: dict[str, Any] = {
@@ -145,6 +154,10 @@ def make_checkpoint(
         "torch_version": str(torch.__version__),
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
+    if calibration is not None:
+        checkpoint["calibration"] = calibration.to_dict()
+    if ood is not None:
+        checkpoint["ood"] = ood.to_dict()
     if training_state is not None:
         checkpoint["training_state"] = training_state
     return checkpoint
@@ -275,6 +288,7 @@ def load_checkpoint(path: str | os.PathLike[str]) -> LoadedModel:
     check_size(path, arch, model_args, state_dict)
     model = _build(path, arch, model_args, state_dict)
     probe(path, model, classes, spec.mean[0], spec.std[0])
+    calibration, ood = _read_scoring(path, obj, model)
     return LoadedModel(
         model=model,
         arch=arch,
@@ -289,4 +303,23 @@ def load_checkpoint(path: str | os.PathLike[str]) -> LoadedModel:
         created_at=obj.get("created_at"),
         format_version=version,
         flip_average=flip_average,
+        calibration=calibration,
+        ood=ood,
     )
+
+
+def _read_scoring(
+    path: Path, obj: dict[str, Any], model: nn.Module
+) -> tuple[Calibration, OODDetector | None]:
+    """The checkpoint's calibration and out-of-distribution score, checked against the network."""
+    try:
+        calibration = Calibration.from_dict(obj["calibration"]) if "calibration" in obj else Calibration()
+        if "ood" not in obj:
+            return calibration, None
+        if not has_features(model):
+            raise ValueError(f"ood: the {type(model).__name__} network has no features to score")
+        with torch.no_grad():
+            _, features = logits_and_features(model, torch.zeros(1, 1, 28, 28))
+        return calibration, OODDetector.from_dict(obj["ood"], features.shape[1])
+    except ValueError as exc:
+        raise CheckpointError(f"{path}: {first_line(exc)}") from None

@@ -17,6 +17,7 @@ import torch
 from models.checkpoint import FASHION_MNIST_CLASSES, CheckpointError, LoadedModel, load_checkpoint
 from models.networks import prepare_for_inference
 from training import report
+from training.calibrate import scoring_figures
 from training.config import NON_NEGATIVE, POSITIVE, HelpFormatter, Parser
 from training.custom_dataset import CustomImageDataset
 from training.data import DEFAULT_CACHE_DIR, load_fashion_mnist, prepare_fashion_mnist
@@ -51,6 +52,11 @@ def get_args_parser() -> argparse.ArgumentParser:
         "--show", type=NON_NEGATIVE, default=0, help="print predicted and actual class of N images"
     )
     parser.add_argument("--batch-size", type=POSITIVE, default=1000, help="images per forward pass")
+    parser.add_argument(
+        "--plot",
+        help="where to write the reliability diagram PNG (default: beside the model, "
+        "<model>_reliability.png, as the training job does; '' for none)",
+    )
     parser.add_argument("--json", action="store_true", help="print the figures as JSON")
     return parser
 
@@ -68,6 +74,10 @@ def evaluate_checkpoint(
         batch_size,
         torch.device("cpu"),
         flip_average=loaded.flip_average,
+        temperature=loaded.calibration.temperature,
+    )
+    scoring = scoring_figures(
+        model, loaded.input_spec, loaded.flip_average, loaded.calibration, loaded.ood, images, labels
     )
     matrix = report.confusion_matrix(labels, result["predictions"], len(loaded.classes))
     return {
@@ -76,8 +86,13 @@ def evaluate_checkpoint(
         "accuracy": result["accuracy"],
         "loss": result["loss"],
         "count": result["count"],
+        "temperature": loaded.calibration.temperature,
+        "ece_uncalibrated": scoring["ece_uncalibrated"],
+        "ece": scoring["ece"],
+        "ood_flagged": scoring.get("ood_flagged"),
         "per_class_accuracy": report.per_class_accuracy(matrix, loaded.classes),
         "predictions": result["predictions"],
+        "bins": (scoring["bins_uncalibrated"], scoring["bins"]),
     }
 
 
@@ -107,11 +122,22 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     images, labels, what = load_images(args, loaded)
     figures = evaluate_checkpoint(loaded, images, labels, args.batch_size)
     predictions = figures.pop("predictions")
+    before, after = figures.pop("bins")
+    plot = report.companion(loaded.path, "_reliability.png") if args.plot is None else args.plot
+    if plot:
+        title = f"{what}: ECE {figures['ece_uncalibrated']:.4f}, calibrated {figures['ece']:.4f}"
+        report.plot_reliability(before, after, title, plot)
     if args.json:
         print(json.dumps(figures, indent=2))
     else:
         print(f"{loaded.path} ({loaded.arch}, version {loaded.version}) on {figures['count']} {what}")
         print(f"Accuracy: {100 * figures['accuracy']:.2f}%, Avg loss: {figures['loss']:.6f}")
+        print(
+            f"Calibration error (ECE, 15 bins): {100 * figures['ece_uncalibrated']:.2f}% uncalibrated, "
+            f"{100 * figures['ece']:.2f}% as served (temperature {figures['temperature']:.4g})"
+        )
+        if figures["ood_flagged"] is not None:
+            print(f"Flagged as out of distribution: {100 * figures['ood_flagged']:.2f}%")
         width = max(12, *(len(name) for name in loaded.classes))
         for name, accuracy in figures["per_class_accuracy"].items():
             print(f"  {name:<{width}} {100 * accuracy:6.2f}%")

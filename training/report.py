@@ -1,4 +1,4 @@
-"""What a training run writes beside the checkpoint: metrics JSON and two PNGs."""
+"""What a training run writes beside the checkpoint: metrics JSON and three PNGs."""
 
 from __future__ import annotations
 
@@ -62,6 +62,26 @@ def plot_confusion(
             value = int(matrix[i, j])
             color = "white" if value > threshold else "black"
             ax.text(j, i, str(value), ha="center", va="center", color=color, fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def plot_reliability(
+    before: list[dict[str, float]], after: list[dict[str, float]], title: str, path: str | os.PathLike[str]
+) -> None:
+    """Reliability diagram: accuracy against mean confidence per bin, before and after calibration."""
+    fig, ax = plt.subplots(figsize=(5.5, 5.5))
+    ax.plot([0, 1], [0, 1], color="grey", linestyle="--", linewidth=1, label="perfectly calibrated")
+    for bins, label, marker in ((before, "uncalibrated", "s"), (after, "calibrated", "o")):
+        used = [b for b in bins if b["count"] > 0]
+        ax.plot([b["confidence"] for b in used], [b["accuracy"] for b in used], marker=marker, label=label)
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("mean confidence in the bin")
+    ax.set_ylabel("accuracy in the bin")
+    ax.set_title(title, fontsize=10)
+    ax.legend(loc="upper left")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

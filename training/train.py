@@ -25,16 +25,18 @@ from torch.nn import functional as F
 from torch.optim.swa_utils import AveragedModel
 from tqdm import tqdm
 
+from models.calibration import Calibration
 from models.checkpoint import (
     InputSpec,
     make_checkpoint,
     read_checkpoint,
     save_checkpoint,
 )
-from models.networks import build_model, class_probabilities, count_parameters
+from models.networks import build_model, class_probabilities, count_parameters, prepare_for_inference
 from models.preprocessing import normalize
 from training import report
 from training.augment import random_erasing, random_hflip, random_shift
+from training.calibrate import fit_scoring, scoring_figures
 from training.config import ARCH_DEFAULTS, RESUME_OVERRIDES, get_args_parser, resolve_recipe
 from training.data import load_data, resolve_val_size, stratified_split
 from training.distributed import (
@@ -202,10 +204,12 @@ def evaluate(
     device: torch.device,
     max_batches: int | None = None,
     flip_average: bool = False,
+    temperature: float = 1.0,
 ) -> dict[str, Any]:
     """Loss, accuracy and the predictions of ``model`` on a uint8 image tensor.
 
-    ``flip_average`` as the server predicts (``models.networks.class_probabilities``).
+    ``flip_average`` and ``temperature`` as the server predicts
+    (``models.networks.class_probabilities``).
     """
     model.eval()
     loss, predictions = 0.0, []
@@ -215,7 +219,7 @@ def evaluate(
     seen = 0
     for x, y in chunks:
         x = normalize(x.to(device).unsqueeze(1), input_spec.mean, input_spec.std)
-        probs = class_probabilities(model, x, flip_average)
+        probs = class_probabilities(model, x, flip_average, temperature)
         y = y.to(device)
         loss += F.nll_loss(probs.clamp_min(1e-12).log(), y, reduction="sum").item()
         predictions.append(probs.argmax(1).cpu())
@@ -259,6 +263,7 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     val_size = resolve_val_size(args.val_size, custom=bool(args.images))
     train_idx, val_idx = stratified_split(labels, val_size, args.seed)
     train_images, train_labels = images[train_idx], labels[train_idx]
+    data["train_split"] = (train_images, train_labels)  # on the CPU: the out-of-distribution fit
     resolve_recipe(args, len(train_images))
     # After the data, so a data error leaves no empty run folder; before the training, so an
     # output that cannot be written is found now, not after it.
@@ -459,9 +464,38 @@ def finish_run(
         test, split_name = validation, "validation"
         logger.warning("no test set used: the final report is on the validation split")
     limit = 2 if args.dry_run else None
+    # Calibration and the score are fitted, and reported, on the network exactly as the
+    # server runs it (batch norm folded).
+    served_model = build_model(args.arch, **model_args).to(device)
+    served_model.load_state_dict(eval_model.state_dict())
+    served_model = prepare_for_inference(served_model)
+    calibration, ood, scoring = Calibration(), None, {}
+    if len(validation[1]) > 0:
+        calibration, ood, scoring = fit_scoring(
+            served_model, input_spec, args.flip_average, data["train_split"], validation
+        )
+    temperature = calibration.temperature
     result = evaluate(
-        eval_model, test[0], test[1], input_spec, args.eval_batch_size, device, limit, args.flip_average
+        eval_model,
+        test[0],
+        test[1],
+        input_spec,
+        args.eval_batch_size,
+        device,
+        limit,
+        args.flip_average,
+        temperature,
     )
+    served = scoring_figures(
+        served_model,
+        input_spec,
+        args.flip_average,
+        calibration,
+        ood,
+        test[0][: result["count"]],
+        test[1][: result["count"]],
+    )
+    scoring.update({f"test_{k}": round(v, 4) for k, v in served.items() if isinstance(v, float)})
     matrix = report.confusion_matrix(test[1][: result["count"]], result["predictions"], len(classes))
     metrics = {
         "test_accuracy": result["accuracy"],
@@ -474,6 +508,7 @@ def finish_run(
         "per_class_accuracy": report.per_class_accuracy(matrix, classes),
         "train_seconds": round(train_seconds, 1),
         "machine": report.machine_info(device),
+        "calibration": scoring,
     }
     if parallel is not None:
         metrics["data_parallel"] = parallel
@@ -489,9 +524,24 @@ def finish_run(
     final = build_model(args.arch, **model_args)
     final.load_state_dict(eval_model.state_dict())
     checkpoint = make_checkpoint(
-        final, args.arch, model_args, classes, input_spec, metrics, vars(args), flip_average=args.flip_average
+        final,
+        args.arch,
+        model_args,
+        classes,
+        input_spec,
+        metrics,
+        vars(args),
+        flip_average=args.flip_average,
+        calibration=calibration if len(validation[1]) > 0 else None,
+        ood=ood,
     )
     save_checkpoint(checkpoint, output)
     report.write_report(output, metrics, matrix, classes, history, f"{args.arch}, {split_name} set")
+    report.plot_reliability(
+        served["bins_uncalibrated"],
+        served["bins"],
+        f"{split_name} set: ECE {served['ece_uncalibrated']:.4f}, calibrated {served['ece']:.4f}",
+        report.companion(output, "_reliability.png"),
+    )
     logger.info("wrote %s and its metrics and plots", output)
     return metrics

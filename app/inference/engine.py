@@ -220,7 +220,8 @@ class InferenceEngine:
         names = self.classes
         top = [ScoredClass(i, names[i], p) for i, p in zip(found.indices, found.probabilities, strict=True)]
         picture = Image.frombytes("L", (INPUT_SIZE, INPUT_SIZE), found.pixels) if found.pixels else None
-        return Prediction(top, found.original_size, found.inverted, picture)
+        flagged = found.out_of_distribution
+        return Prediction(top, found.original_size, found.inverted, picture, found.ood_score, flagged)
 
     def _record(self, stats: PassStats) -> None:
         for wait in stats.queue_wait_s:

@@ -55,6 +55,8 @@ class Found(NamedTuple):
     original_size: tuple[int, int]
     inverted: bool
     pixels: bytes | None  # the 28x28 picture the network saw, when asked for
+    ood_score: float | None = None  # None: the checkpoint has no out-of-distribution score
+    out_of_distribution: bool | None = None
 
 
 @dataclass(frozen=True)

@@ -66,6 +66,7 @@ class WorkerConfig:
     device: str
     max_image_pixels: int
     flip_average: bool | None
+    ood_threshold: float | None
     torch_threads: int
     max_batch_size: int
     max_wait_s: float
@@ -208,11 +209,17 @@ class Worker:
             return
         began = time.perf_counter()
         try:
-            probabilities = self.predictor.predict(self._stack([item.pixels for item in batch]))
+            probabilities, scores = self.predictor.predict_scored(
+                self._stack([item.pixels for item in batch])
+            )
             # One top-k for the whole pass, not a tensor operation per image.
             values, indices = probabilities.topk(len(self.predictor.classes), dim=1)
             values_list, indices_list = values.tolist(), indices.tolist()
-            finite = torch.isfinite(probabilities).all(dim=1).tolist()
+            finite_rows = torch.isfinite(probabilities).all(dim=1)
+            if scores is not None:
+                finite_rows &= torch.isfinite(scores)
+            finite = finite_rows.tolist()
+            scores_list: list[float | None] = [None] * len(batch) if scores is None else scores.tolist()
         except Exception as exc:
             for job_id in {item.task.job_id for item in batch}:
                 self._open.pop(job_id, None)
@@ -220,7 +227,9 @@ class Worker:
             return
         elapsed = time.perf_counter() - began
         self._out.append(PassStats([len(batch)], [elapsed], [began - item.queued_at for item in batch]))
-        for item, probs, classes, ok in zip(batch, values_list, indices_list, finite, strict=True):
+        for item, probs, classes, ok, score in zip(
+            batch, values_list, indices_list, finite, scores_list, strict=True
+        ):
             job = self._open.get(item.task.job_id)
             if job is None:
                 continue
@@ -230,8 +239,9 @@ class Worker:
                 self._out.append(NotFinite(item.task.job_id, item.index))
                 continue
             k = min(item.task.top_k, len(classes))
+            flagged = self.predictor.is_out_of_distribution(score)
             job.found[item.index] = Found(
-                classes[:k], probs[:k], item.original_size, item.inverted, item.picture
+                classes[:k], probs[:k], item.original_size, item.inverted, item.picture, score, flagged
             )
             job.remaining -= 1
             if job.remaining == 0:
@@ -260,7 +270,11 @@ def run_in_process(config: WorkerConfig, sock: socket.socket) -> None:
         torch.set_num_threads(config.torch_threads)
     try:
         predictor = Predictor.load(
-            config.model_path, config.device, config.max_image_pixels, config.flip_average
+            config.model_path,
+            config.device,
+            config.max_image_pixels,
+            config.flip_average,
+            config.ood_threshold,
         )
         if predictor.version != config.version:
             raise RuntimeError(f"{config.model_path} changed since start-up (now {predictor.version})")

@@ -10,7 +10,8 @@ from fastapi import APIRouter
 from app.auth import ApiKey
 from app.dependencies import PredictorDep
 from app.errors import error_responses
-from app.schemas import ClassesResponse, InputInfo, ModelInfoResponse
+from app.schemas import ClassesResponse, InputInfo, ModelInfoResponse, OODInfo
+from models.ood import METHOD as OOD_METHOD
 
 router = APIRouter(tags=["model"])
 
@@ -72,5 +73,11 @@ async def read_model(predictor: PredictorDep) -> ModelInfoResponse:
         created_at=loaded.created_at,
         format_version=loaded.format_version,
         flip_average=predictor.flip_average,
+        temperature=predictor.calibration.temperature,
+        ood=None
+        if predictor.ood is None or predictor.ood_threshold is None
+        else OODInfo(
+            method=OOD_METHOD, threshold=predictor.ood_threshold, validation_flag_rate=predictor.ood.flag_rate
+        ),
         device=str(predictor.device),
     )

@@ -17,7 +17,7 @@ from app.dependencies import ServingDep, StateDep
 from app.errors import image_error
 from app.predictor import ItemError, Predictor
 from app.settings import Settings
-from app.v2.codec import IMAGE, PIXELS, ProtocolError, encode_response, parse_request
+from app.v2.codec import IMAGE, OOD_OUTPUTS, OUTPUTS, PIXELS, ProtocolError, encode_response, parse_request
 from app.v2.schemas import (
     InferenceRequest,
     InferenceResponse,
@@ -122,8 +122,21 @@ def _metadata(state: StateDep, name: str, version: str | None) -> ModelMetadata:
             TensorMetadata(name="probabilities", datatype="FP32", shape=[-1, len(predictor.classes)]),
             TensorMetadata(name="class_index", datatype="INT64", shape=[-1]),
             TensorMetadata(name="class_name", datatype="BYTES", shape=[-1]),
+            *(
+                [
+                    TensorMetadata(name="ood_score", datatype="FP32", shape=[-1]),
+                    TensorMetadata(name="out_of_distribution", datatype="BOOL", shape=[-1]),
+                ]
+                if predictor.ood is not None
+                else []
+            ),
         ],
     )
+
+
+def _output_names(predictor: Predictor) -> tuple[str, ...]:
+    """The outputs this model gives: the out-of-distribution ones only with a fitted score."""
+    return OUTPUTS + OOD_OUTPUTS if predictor.ood is not None else OUTPUTS
 
 
 @router.get(
@@ -175,7 +188,8 @@ _INFER_ERRORS = _errors(400, 401, 404, 408, 413, 503, 504)
 async def _infer(request: Request, serving: ServingDep, name: str, version: str | None) -> Response:
     predictor = _served(serving.settings, serving.predictor, name, version)
     body = await request.body()
-    inference = parse_request(body, request.headers.get(HEADER_LENGTH), serving.settings.max_batch_files)
+    limit = serving.settings.max_batch_files
+    inference = parse_request(body, request.headers.get(HEADER_LENGTH), limit, _output_names(predictor))
     every_class = len(predictor.classes)
     if inference.images is not None:
         try:

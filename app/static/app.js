@@ -170,11 +170,14 @@ function render(file, data) {
   const percent = (p) => `${(100 * p).toFixed(1)}%`;
   document.getElementById("class-name").textContent = data.class_name;
   document.getElementById("confidence").textContent = `${percent(data.confidence)} confident`;
+  const unlike = data.out_of_distribution === true;
+  document.getElementById("ood-warning").hidden = !unlike;
   const [w, h] = data.preprocessing.original_size;
   document.getElementById("note").textContent =
     `Your image is ${w}x${h} pixels` +
     (data.preprocessing.inverted ? "; it was inverted, since the model expects a light item on black" : "") +
-    `. Model version ${data.model_version}.`;
+    `. Model version ${data.model_version}` +
+    (data.ood_score === null ? "." : `; out-of-distribution score ${data.ood_score.toFixed(2)}.`);
 
   // In class order, so the bars stay in place from one image to the next.
   const bars = document.getElementById("bars");
@@ -198,7 +201,9 @@ function render(file, data) {
     bars.appendChild(li);
   }
   statusLine.classList.add("sr-only");
-  statusLine.textContent = `${data.class_name}, ${percent(data.confidence)} confident.`;
+  statusLine.textContent =
+    `${data.class_name}, ${percent(data.confidence)} confident.` +
+    (unlike ? " The picture does not look like any of the classes." : "");
   result.hidden = false;
 }
 

@@ -26,6 +26,8 @@ from models.preprocessing import INPUT_SIZE, INVERT_MODES, InvertMode
 
 IMAGE, PIXELS = "image", "pixels"
 OUTPUTS = ("probabilities", "class_index", "class_name")
+# What a model with a fitted out-of-distribution score adds (``Predictor.ood``).
+OOD_OUTPUTS = ("ood_score", "out_of_distribution")
 PIXELS_PER_IMAGE = INPUT_SIZE * INPUT_SIZE
 # numpy's little-endian types for the protocol's datatypes: binary data is little-endian.
 _PIXEL_TYPES: dict[str, tuple[np.dtype[Any], PixelType]] = {
@@ -58,8 +60,12 @@ class Inference:
     outputs: list[tuple[str, bool]]  # (name, as binary data), in the order asked for
 
 
-def parse_request(body: bytes, header_length: str | None, max_items: int) -> Inference:
-    """The request's body to an ``Inference``; ProtocolError (a 400) for anything malformed."""
+def parse_request(
+    body: bytes, header_length: str | None, max_items: int, available: Sequence[str] = OUTPUTS
+) -> Inference:
+    """The request's body to an ``Inference``; ProtocolError (a 400) for anything malformed.
+
+    ``available`` names the outputs the model gives (``OUTPUTS``, and ``OOD_OUTPUTS`` with a score)."""
     header, binary = _split(body, header_length)
     if header.count(b",") > max_items * PIXELS_PER_IMAGE + _JSON_SLACK_VALUES:
         raise ProtocolError("too many JSON values; send pixels as binary data (binary_data_size)")
@@ -73,7 +79,7 @@ def parse_request(body: bytes, header_length: str | None, max_items: int) -> Inf
     tensor = request.inputs[0]
     data = _binary_data(tensor, binary)
     request_params = request.parameters or {}
-    outputs = _outputs(request, _flag(request_params, "binary_data_output"))
+    outputs = _outputs(request, _flag(request_params, "binary_data_output"), available)
     if tensor.name == IMAGE:
         invert = _invert(tensor.parameters or {}, request_params)
         images = _images(tensor, data, max_items)
@@ -108,13 +114,15 @@ def _flag(parameters: Parameters, name: str) -> bool:
     return value
 
 
-def _outputs(request: InferenceRequest, binary_default: bool) -> list[tuple[str, bool]]:
+def _outputs(
+    request: InferenceRequest, binary_default: bool, available: Sequence[str]
+) -> list[tuple[str, bool]]:
     if request.outputs is None:
-        return [(name, binary_default) for name in OUTPUTS]
+        return [(name, binary_default) for name in available]
     chosen: list[tuple[str, bool]] = []
     for output in request.outputs:
-        if output.name not in OUTPUTS:
-            raise ProtocolError(f"unknown output {output.name[:64]!r}; valid: {', '.join(OUTPUTS)}")
+        if output.name not in available:
+            raise ProtocolError(f"unknown output {output.name[:64]!r}; valid: {', '.join(available)}")
         if any(output.name == name for name, _ in chosen):
             raise ProtocolError(f"output {output.name!r} asked for twice")
         parameters = output.parameters or {}
@@ -254,6 +262,11 @@ def encode_response(
             tensors[name] = ("FP32", [n, c], probabilities)
         elif name == "class_index":
             tensors[name] = ("INT64", [n], np.array([p.top[0].index for p in predictions], dtype=np.int64))
+        elif name == "ood_score":
+            scores = [np.nan if p.ood_score is None else p.ood_score for p in predictions]
+            tensors[name] = ("FP32", [n], np.array(scores, dtype=np.float32))
+        elif name == "out_of_distribution":
+            tensors[name] = ("BOOL", [n], np.array([bool(p.out_of_distribution) for p in predictions]))
         else:
             tensors[name] = ("BYTES", [n], [p.top[0].name for p in predictions])
     outputs, binary = [], []
@@ -281,5 +294,5 @@ def _to_binary(datatype: str, values: Any) -> bytes:
     if datatype == "BYTES":
         encoded = [str(value).encode() for value in values]
         return b"".join(_LENGTH.pack(len(item)) + item for item in encoded)
-    wire = "<f4" if datatype == "FP32" else "<i8"
+    wire = {"FP32": "<f4", "INT64": "<i8", "BOOL": "|b1"}[datatype]
     return bytes(np.ascontiguousarray(values, dtype=wire).tobytes())

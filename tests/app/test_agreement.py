@@ -16,12 +16,14 @@ from models.preprocessing import normalize
 
 def offline_predictions(checkpoint: Path, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """What evaluation does: the unfused network on normalize(uint8 pixels), averaged with the
-    mirror image when the checkpoint says so (the shipped one does)."""
+    mirror image when the checkpoint says so (the shipped one does), at the checkpoint's
+    calibration temperature (the shipped one has one)."""
     loaded = load_checkpoint(checkpoint)
     spec = loaded.input_spec
     with torch.inference_mode():
         x = normalize(images.unsqueeze(1), spec.mean, spec.std)
-        probabilities = class_probabilities(loaded.model, x, loaded.flip_average)
+        temperature = loaded.calibration.temperature
+        probabilities = class_probabilities(loaded.model, x, loaded.flip_average, temperature)
     return probabilities.argmax(1), probabilities.max(1).values
 
 

@@ -24,7 +24,7 @@ def test_an_unexpected_error_is_logged_and_answered_with_a_generic_500(
             raise RuntimeError("CUDA error at /opt/secret/kernel.cu:12")
 
         # The forward pass runs on the inference worker's thread; its error must still reach the route.
-        monkeypatch.setattr(predictor, "predict", broken)
+        monkeypatch.setattr(predictor, "predict_scored", broken)
         with caplog.at_level(logging.ERROR, logger="app"):
             response = client.post("/predict", files={"file": ("a.png", png_bytes(), "image/png")})
         assert response.status_code == 500
@@ -47,15 +47,16 @@ def test_unknown_paths_and_methods_answer_json(client: TestClient) -> None:
 def test_a_non_finite_prediction_is_a_500_that_says_so_and_the_server_goes_on(
     thread_settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real = Predictor.predict
+    real = Predictor.predict_scored
 
-    def black_is_nan(self: Predictor, batch: torch.Tensor) -> torch.Tensor:
-        probabilities = real(self, batch).clone()
+    def black_is_nan(self: Predictor, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        probabilities, scores = real(self, batch)
+        probabilities = probabilities.clone()
         probabilities[batch.flatten(1).float().sum(dim=1) == 0] = float("nan")
-        return probabilities
+        return probabilities, scores
 
     with TestClient(create_app(thread_settings)) as client:
-        monkeypatch.setattr(Predictor, "predict", black_is_nan)  # after the start-up checks
+        monkeypatch.setattr(Predictor, "predict_scored", black_is_nan)  # after the start-up checks
         black = png_bytes(np.zeros((28, 28), dtype=np.uint8))
         response = client.post("/predict", files={"file": ("black.png", black, "image/png")})
         assert response.status_code == 500

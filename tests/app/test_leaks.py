@@ -171,13 +171,13 @@ def test_a_timeout_leaks_nothing(tiny_checkpoint: Path, monkeypatch: pytest.Monk
     )
     with TestClient(app) as client:
         predictor = app.state.service.predictor
-        slow_forward = predictor.predict
+        slow_forward = predictor.predict_scored
 
         def slow(*args: Any) -> Any:
             time.sleep(0.3)
             return slow_forward(*args)
 
-        monkeypatch.setattr(predictor, "predict", slow)
+        monkeypatch.setattr(predictor, "predict_scored", slow)
         response = client.post("/predict", files=upload(png_bytes()))
     assert response.status_code == 504
     assert leaks(response, tiny_checkpoint.parent) == []

@@ -197,6 +197,26 @@ def test_a_fashion_mnist_test_image_is_classified_as_offline(
     shutil.copyfile(tmp_path / "test-image.png", SCREENSHOT_COPY)
 
 
+def test_a_picture_of_no_class_is_called_so_and_still_gets_its_bars(
+    page: Page, shipped_images: dict[str, tuple[bytes, str]], tmp_path: Path
+) -> None:
+    noise = np.random.default_rng(0).integers(0, 256, (64, 64)).astype(np.uint8)
+    upload(page, "noise.png", encode(noise), "image/png")
+    page.locator("#result").wait_for(state="visible")
+    warning = page.locator("#ood-warning")
+    assert warning.is_visible()
+    assert "does not look like any of the classes" in warning.inner_text()
+    assert page.locator("#bars li").count() == 10
+    assert "out-of-distribution score" in page.locator("#note").inner_text()
+    assert "does not look like any of the classes" in page.locator("#status").inner_text()
+    screenshot(page, tmp_path / "noise.png")
+    # A real item afterwards: the warning goes.
+    data, expected = shipped_images["test-image"]
+    upload(page, "boot.png", data, "image/png")
+    page.locator("#class-name").filter(has_text=expected).wait_for()
+    assert warning.is_hidden()
+
+
 def test_a_product_photo_on_a_phone_sized_screen(
     page: Page, shipped_images: dict[str, tuple[bytes, str]], tmp_path: Path
 ) -> None:

@@ -53,3 +53,24 @@ def test_a_missing_model_is_one_line_and_exit_status_2(
     image.write_bytes(png_bytes())
     assert main([str(image), "--model", str(tmp_path / "none.pth")]) == 2
     assert capsys.readouterr().err == f"error: {tmp_path / 'none.pth'}: model file not found\n"
+
+
+def test_the_shipped_model_says_when_a_picture_is_not_like_any_class(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tests.app.conftest import SHIPPED_MODEL
+
+    if not SHIPPED_MODEL.is_file():
+        pytest.skip(f"{SHIPPED_MODEL} is missing")
+    import numpy as np
+
+    blank = tmp_path / "blank.png"
+    blank.write_bytes(png_bytes(np.zeros((28, 28), dtype=np.uint8)))
+    assert main([str(blank), "--model", str(SHIPPED_MODEL), "--device", "cpu"]) == 0
+    line = capsys.readouterr().out.strip()
+    prediction = Predictor.load(SHIPPED_MODEL, device="cpu").classify(blank.read_bytes(), top_k=1)
+    best = prediction.top[0]
+    assert line == (
+        f"{blank}: {best.name} ({best.probability:.3f}) "
+        f"[ood_score {prediction.ood_score:.2f}; does not look like any of the classes]"
+    )

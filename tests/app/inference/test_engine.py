@@ -40,7 +40,7 @@ def predictor(tiny_checkpoint: Path) -> Predictor:
 @pytest.fixture
 def held(predictor: Predictor, monkeypatch: pytest.MonkeyPatch) -> Iterator[HeldForward]:
     forward = HeldForward(predictor)
-    monkeypatch.setattr(predictor, "predict", forward)
+    monkeypatch.setattr(predictor, "predict_scored", forward)
     yield forward
     forward.release.set()  # never leave the worker blocked
 
@@ -194,10 +194,11 @@ def test_malformed_pixels_that_reach_the_worker_fail_their_task_and_it_carries_o
 def test_a_non_finite_output_fails_its_own_request_only(predictor: Predictor, held: HeldForward) -> None:
     inner = held.inner
 
-    def black_is_nan(batch: torch.Tensor) -> torch.Tensor:
-        probabilities = inner(batch).clone()
+    def black_is_nan(batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        probabilities, scores = inner(batch)
+        probabilities = probabilities.clone()
         probabilities[batch.flatten(1).float().sum(dim=1) == 0] = float("nan")
-        return probabilities
+        return probabilities, scores
 
     held.inner = black_is_nan
     black = png_bytes(np.zeros((28, 28), dtype=np.uint8))
@@ -293,15 +294,15 @@ def test_a_failed_forward_pass_fails_its_requests_and_the_worker_carries_on(
     predictor: Predictor, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     calls = []
-    working = predictor.predict
+    working = predictor.predict_scored
 
-    def flaky(batch: torch.Tensor) -> torch.Tensor:
+    def flaky(batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         calls.append(len(batch))
         if len(calls) == 1:
             raise RuntimeError("out of memory")
         return working(batch)
 
-    monkeypatch.setattr(predictor, "predict", flaky)
+    monkeypatch.setattr(predictor, "predict_scored", flaky)
 
     async def main() -> None:
         async with running(predictor) as engine:

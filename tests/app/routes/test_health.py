@@ -62,14 +62,14 @@ def test_health_answers_while_a_prediction_runs(
 def _health_while_held(client: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
     predictor = client.app.state.service.predictor  # type: ignore[attr-defined]
     started, release = threading.Event(), threading.Event()
-    predict = predictor.predict
+    predict = predictor.predict_scored
 
     def held_predict(batch: Any) -> Any:
         started.set()
         release.wait(timeout=60)  # a safety net only: the test releases it
         return predict(batch)
 
-    monkeypatch.setattr(predictor, "predict", held_predict)
+    monkeypatch.setattr(predictor, "predict_scored", held_predict)
     with ThreadPoolExecutor(max_workers=1) as pool:
         pending = pool.submit(client.post, "/predict", files={"file": ("a.png", png_bytes(), "image/png")})
         assert started.wait(timeout=60)

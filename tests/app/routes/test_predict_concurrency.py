@@ -37,7 +37,7 @@ def serving(settings: Settings) -> Iterator[tuple[TestClient, HeldForward]]:
     with TestClient(create_app(settings)) as client:
         service = client.app.state.service  # type: ignore[attr-defined]
         held = HeldForward(service.predictor)
-        service.predictor.predict = held
+        service.predictor.predict_scored = held
         try:
             yield client, held
         finally:
