@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from models.calibration import view_log_partition, view_probabilities
+from models.calibration import probabilities_and_log_partition
 from models.checkpoint import CheckpointError, LoadedModel, load_checkpoint
 from models.networks import class_probabilities, logits_and_features, prepare_for_inference
 from models.preprocessing import (
@@ -206,8 +206,8 @@ class Predictor:
         logits, features = logits_and_features(self.model, batch, self.flip_average)
         if logits.device.type != "cpu":
             logits, features = logits.cpu(), features.cpu()
-        scores = self.ood.score(view_log_partition(logits), features, self.calibration.temperature)
-        return view_probabilities(logits), scores
+        probabilities, log_partition = probabilities_and_log_partition(logits)
+        return probabilities, self.ood.score(log_partition, features, self.calibration.temperature)
 
     def is_out_of_distribution(self, score: float | None) -> bool | None:
         """Whether a score is past the threshold; None without a fitted score."""

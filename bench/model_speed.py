@@ -19,7 +19,7 @@ import time
 import torch
 from torch import nn
 
-from models.calibration import view_log_partition, view_probabilities
+from models.calibration import probabilities_and_log_partition
 from models.checkpoint import LoadedModel, load_checkpoint
 from models.networks import (
     CNN,
@@ -57,8 +57,8 @@ class Scored(nn.Module):
         ood = self.loaded.ood
         assert ood is not None
         logits, features = logits_and_features(self.model, x, self.loaded.flip_average)
-        scores = ood.score(view_log_partition(logits), features, self.loaded.calibration.temperature)
-        return view_probabilities(logits), scores
+        probabilities, log_partition = probabilities_and_log_partition(logits)
+        return probabilities, ood.score(log_partition, features, self.loaded.calibration.temperature)
 
 
 def conv_macs(model: nn.Module) -> int:

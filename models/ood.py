@@ -2,8 +2,9 @@
 
 Two measures, each standardised on the validation images and added:
 
-- **Mahalanobis distance** (Lee et al., 2018) of the image's features (every conv block's
-  activations summed per channel) from the training images' mean, under their covariance.
+- **Mahalanobis distance** (Lee et al., 2018) of the image's features (the last conv
+  blocks' activations summed per channel) from the training images' mean, under their
+  covariance.
   A photo, text or noise lights up features no garment does. One Gaussian for all the
   training images: one per class, as Lee et al. fit, measured no better here and costs
   more per image.
@@ -60,7 +61,8 @@ class OODDetector:
     def score(self, log_partition: torch.Tensor, features: torch.Tensor, temperature: float) -> torch.Tensor:
         """N scores from N log partitions (``logsumexp(logits / T)``, views averaged) and
         N x D features (views averaged)."""
-        distance = torch.addmm(self._bias, features, self._weight).square_().sum(1)  # type: ignore[attr-defined]
+        whitened = torch.addmm(self._bias, features, self._weight)  # type: ignore[attr-defined]
+        distance = torch.linalg.vecdot(whitened, whitened)
         # + (energy - centre) / scale, with energy = -T log partition.
         return distance.add_(log_partition, alpha=-temperature / self.energy_scale).sub_(self._offset)  # type: ignore[attr-defined]
 

@@ -94,3 +94,13 @@ def test_a_checkpoint_without_calibration_serves_its_plain_softmax(tiny_checkpoi
     loaded = load_checkpoint(tiny_checkpoint)
     assert loaded.calibration == Calibration() and loaded.calibration.temperature == 1.0
     assert loaded.ood is None
+
+
+def test_the_log_partition_from_the_softmax_is_logsumexp_even_for_extreme_logits() -> None:
+    logits = torch.tensor(
+        [[[0.0, 1.0, 2.0], [300.0, -300.0, 0.0]], [[-50.0, -50.0, -50.0], [1e-3, 0.0, 0.0]]]
+    )
+    probabilities, partition = Calibration(0.5).probabilities_and_log_partition(logits)
+    torch.testing.assert_close(partition, (logits / 0.5).logsumexp(-1).mean(0))
+    torch.testing.assert_close(probabilities, (logits / 0.5).softmax(-1).mean(0))
+    assert torch.isfinite(partition).all()
