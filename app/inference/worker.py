@@ -133,10 +133,10 @@ class Worker:
                 )
                 self._predict(batch)
                 now = time.monotonic()
-                # Silence is how the supervisor tells a hung worker: never be silent for long.
                 if self._decoded:
                     self._out.append(PassStats([], [], [], self._decoded))
                     self._decoded = []
+                # Silence is how the supervisor tells a hung worker: never be silent for long.
                 if not self._out and now - last_sent >= HEARTBEAT_S:
                     self._out.append(Heartbeat())
                 if self._out:
