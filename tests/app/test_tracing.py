@@ -10,6 +10,7 @@ import pytest
 from fastapi.testclient import TestClient
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import StatusCode
 
 from app.main import create_app
 from app.settings import Settings
@@ -123,3 +124,33 @@ def test_an_endpoint_setting_sends_the_spans_there_over_otlp_http(tiny_checkpoin
     finally:
         sink.shutdown()
         sink.server_close()
+
+
+def test_a_request_the_sampler_leaves_out_has_no_spans_and_no_stamps(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The SDK's own variables choose the share traced (here: none), read when tracing starts.
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER", "always_off")
+    exporter = InMemorySpanExporter()
+    app = create_app(settings, span_exporter=exporter)
+    with TestClient(app) as client:
+        assert client.post("/predict", files=PNG).status_code == 200
+        assert not app.state.service.tracing.recording()  # outside any request, nothing either
+    assert exporter.get_finished_spans() == ()
+
+
+def test_a_500_marks_its_request_span_as_an_error(
+    thread_settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    exporter = InMemorySpanExporter()
+    app = create_app(thread_settings, span_exporter=exporter)
+    with TestClient(app) as client:
+
+        def broken(*args: object) -> None:
+            raise RuntimeError("boom")
+
+        monkeypatch.setattr(app.state.service.predictor, "predict", broken)
+        assert client.post("/predict", files=PNG).status_code == 500
+    request = by_name(exporter.get_finished_spans())["POST /predict"]
+    assert status_code(request) == 500
+    assert request.status.status_code is StatusCode.ERROR
