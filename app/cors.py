@@ -8,7 +8,9 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 ALLOWED_METHODS = ["GET", "POST"]
-ALLOWED_HEADERS = ["Authorization", "X-API-Key"]
+ALLOWED_HEADERS = ["Authorization", "X-API-Key", "X-Request-ID"]
+# A page's script may read the id of each answer, to report it with an error.
+EXPOSED_HEADERS = ["X-Request-ID"]
 
 
 class ConfiguredCORS:
@@ -30,7 +32,11 @@ class ConfiguredCORS:
             return
         if self._cors is None or self._cors[0] != origins:
             cors = CORSMiddleware(
-                self.app, allow_origins=origins, allow_methods=ALLOWED_METHODS, allow_headers=ALLOWED_HEADERS
+                self.app,
+                allow_origins=origins,
+                allow_methods=ALLOWED_METHODS,
+                allow_headers=ALLOWED_HEADERS,
+                expose_headers=EXPOSED_HEADERS,
             )
             self._cors = (origins, cors)
         await self._cors[1](scope, receive, send)

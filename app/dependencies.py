@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from fastapi import Depends, HTTPException, Request
 from pydantic import SecretStr
@@ -13,6 +13,9 @@ from app.inference.protocol import Engine
 from app.metrics import Metrics
 from app.predictor import Predictor
 from app.settings import Settings
+
+if TYPE_CHECKING:
+    from app.tracing import Tracing
 
 NOT_LOADED = "the model is not loaded"
 
@@ -28,6 +31,9 @@ class ServiceState:
     predictor: Predictor | None = None
     engine: Engine | None = None
     started_at: float = field(default_factory=time.monotonic)
+    tracing: Tracing | None = None  # set by the lifespan when traces are sent somewhere
+    # Where spans go instead of FASHION_OTEL_ENDPOINT (tests: an in-memory exporter).
+    span_exporter: Any = None
 
     def upload_limit(self) -> int:
         if self.settings is None:  # the lifespan has not read them yet: the default holds
@@ -50,6 +56,17 @@ class ServiceState:
 
     def cors_origins(self) -> tuple[str, ...]:
         return () if self.settings is None else self.settings.cors_origins
+
+    def trusted_proxies(self) -> tuple[str, ...]:
+        return () if self.settings is None else self.settings.trusted_proxies
+
+    def current_tracing(self) -> Tracing | None:
+        return self.tracing
+
+    def model_info(self) -> tuple[str | None, str | None]:
+        """The served model's name and version, for the access log; None before it is loaded."""
+        name = None if self.settings is None else self.settings.model_name
+        return name, None if self.predictor is None else self.predictor.version
 
 
 def service_state(request: Request) -> ServiceState:

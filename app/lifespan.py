@@ -22,6 +22,7 @@ from app.inference.worker import Worker, WorkerConfig
 from app.logs import configure_logging
 from app.predictor import DeviceError, Predictor
 from app.settings import SettingsError, load_settings
+from app.tracing import Tracing, otlp_exporter
 from models.checkpoint import CheckpointError
 
 logger = logging.getLogger("app")
@@ -53,6 +54,27 @@ def describe(predictor: Predictor) -> str:
     )
 
 
+def start_tracing(state: ServiceState) -> Tracing | None:
+    """Tracing, when FASHION_OTEL_ENDPOINT (or a test's exporter) says where spans go."""
+    assert state.settings is not None
+    endpoint = state.settings.otel_endpoint
+    if state.span_exporter is None and endpoint is None:
+        return None
+    if state.span_exporter is not None:
+        state.tracing = Tracing(state.span_exporter, batch=False)
+    else:
+        assert endpoint is not None
+        state.tracing = Tracing(otlp_exporter(endpoint))
+        logger.info("sending traces to %s", endpoint)
+    return state.tracing
+
+
+def stop_tracing(state: ServiceState) -> None:
+    tracing, state.tracing = state.tracing, None
+    if tracing is not None:
+        tracing.shutdown()  # what is still buffered is sent
+
+
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     """Load the model before the first request; any failure stops the server."""
@@ -60,7 +82,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     state.started_at = time.monotonic()
     try:
         state.settings = state.settings or load_settings()
-        configure_logging(state.settings.log_level)
+        configure_logging(state.settings.log_level, state.settings.log_format)
         configure_threads(state.settings.torch_threads)
         # Blocking on purpose: nothing is served until the model is ready.
         predictor = Predictor.load(
@@ -89,6 +111,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             max_wait_s=max_wait_s,
             version=predictor.version,
             log_level=settings.log_level,
+            log_format=settings.log_format,
         )
         host = ProcessHost(config)
     else:
@@ -98,19 +121,23 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         settings.decode_memory_mb * 2**20,
         settings.max_image_pixels,
         settings.log_level,
+        settings.log_format,
     )
+    decoding = state.metrics.decode_time.labels("decoder")
     engine = InferenceEngine(
         predictor.classes,
         state.metrics,
         host,
-        DecoderPool(settings.decode_processes, limits, mp_context()),
+        DecoderPool(settings.decode_processes, limits, mp_context(), decoding.observe),
         max_queue=settings.max_queue,
         timeout_s=settings.request_timeout_s,
+        tracing=start_tracing(state),
     )
     try:
         await engine.start()
     except CheckpointError as exc:
         state.status = "error"
+        stop_tracing(state)
         raise StartupError(f"cannot start: {exc}") from None
     state.predictor, state.engine = predictor, engine
     # What start-up loaded (torch, the app, the model: some 220,000 objects) lives as long
@@ -127,6 +154,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         logger.info("shutting down")
         state.engine = None
         await engine.aclose()  # what the worker holds is answered first
+        stop_tracing(state)
         gc.unfreeze()  # collectable again, for a process that goes on (tests start many apps)
 
 

@@ -63,6 +63,16 @@ class Metrics:
             buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0),
             registry=self.registry,
         )
+        self.decode_time = Histogram(
+            "fashion_decode_seconds",
+            "Time to decode one upload to 28x28 pixels, by where: the inference worker (uploads of "
+            "2 KiB or less) or a decoder process (the rest; from sending the upload to its answer)",
+            ["where"],
+            buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0),
+            registry=self.registry,
+        )
+        for where in ("worker", "decoder"):
+            self.decode_time.labels(where)  # both show, at 0, from the start
         self.queue_depth = Gauge(
             "fashion_queue_depth",
             "Images admitted and not yet answered (preprocessing, queued or in a forward pass)",

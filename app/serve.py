@@ -17,8 +17,10 @@ import sys
 from types import FrameType
 
 import uvicorn
+from uvicorn.config import LOGGING_CONFIG
 
 from app.http_protocol import BoundedHttpToolsProtocol
+from app.logs import uvicorn_log_config
 from app.settings import SettingsError, load_settings
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
@@ -103,6 +105,13 @@ def main(argv: list[str] | None = None) -> None:
             port=args.port,
             workers=args.workers,
             log_level=settings.log_level,
+            # The app logs each request itself (app.access_log), with its id: uvicorn's line
+            # would double it. In JSON, uvicorn's own lines are JSON from the first.
+            access_log=False,
+            log_config=uvicorn_log_config(settings.log_format) or LOGGING_CONFIG,
+            # The client's address comes from X-Forwarded-For only through FASHION_TRUSTED_PROXIES;
+            # uvicorn's own rule would trust 127.0.0.1 (FORWARDED_ALLOW_IPS) as well.
+            proxy_headers=False,
             # After SIGTERM: stop accepting, let requests in flight finish for up to this
             # long, then cancel what is left and run the lifespan's shutdown.
             timeout_graceful_shutdown=settings.shutdown_grace_s,

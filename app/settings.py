@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import difflib
 import importlib.util
+import ipaddress
 import json
 import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -18,6 +20,7 @@ ENV_PREFIX = "FASHION_"
 _DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")
 # What a browser sends as Origin: scheme://host[:port], nothing after it.
 _ORIGIN = re.compile(r"[a-z][a-z0-9+.-]*://[^\s/?#]+")
+_ENDPOINT = re.compile(r"https?://[^\s/?#]+(/[^\s?#]*)?", re.IGNORECASE)
 
 
 def shipped_model_path() -> Path:
@@ -127,6 +130,22 @@ class Settings(BaseSettings):
     log_level: Literal["debug", "info", "warning", "error", "critical"] = Field(
         "info", description="level of the app's own log"
     )
+    # Text for a terminal; JSON, one object a line, for a log pipeline.
+    log_format: Literal["text", "json"] = Field(
+        "text", description="text, or json: one JSON object per log line (the access line's fields as keys)"
+    )
+    # Empty: X-Forwarded-For is anyone's to write, so the access log gives the connecting peer.
+    trusted_proxies: Annotated[tuple[str, ...], NoDecode] = Field(
+        (),
+        description="addresses or networks (CIDR) of proxies whose X-Forwarded-For names the client: "
+        "comma-separated or a JSON list",
+    )
+    # Off by default: no tracing code runs on a request unless a collector is named.
+    otel_endpoint: str | None = Field(
+        None,
+        description="OTLP/HTTP endpoint traces are sent to (http://collector:4318, or with its "
+        "/v1/traces path); unset: no tracing",
+    )
     # Off by default: a service on loopback or behind an authenticating gateway needs none.
     api_key: SecretStr | None = Field(
         None, description="when set, /predict*, /model and /metrics need it as a Bearer token or X-API-Key"
@@ -156,9 +175,9 @@ class Settings(BaseSettings):
             )
         return value
 
-    @field_validator("cors_origins", mode="before")
+    @field_validator("cors_origins", "trusted_proxies", mode="before")
     @classmethod
-    def _split_origins(cls, value: Any) -> Any:
+    def _split_list(cls, value: Any, info: ValidationInfo) -> Any:
         # pydantic-settings reads a list from the environment as JSON only; a comma-separated
         # value is what people write, so both are accepted.
         if not isinstance(value, str):
@@ -168,8 +187,35 @@ class Settings(BaseSettings):
             try:
                 return json.loads(value)
             except json.JSONDecodeError:
-                raise ValueError(f"{value!r} is not a JSON list of origins") from None
-        return [origin.strip() for origin in value.split(",") if origin.strip()]
+                noun = "origins" if info.field_name == "cors_origins" else "addresses"
+                raise ValueError(f"{value!r} is not a JSON list of {noun}") from None
+        return [item.strip() for item in value.split(",") if item.strip()]
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _check_proxies(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for proxy in value:
+            try:
+                ipaddress.ip_network(proxy, strict=False)
+            except ValueError:
+                raise ValueError(
+                    f"{proxy!r} is not an IP address or network; write 10.0.0.5, 10.0.0.0/8 or fd00::/8"
+                ) from None
+        return value
+
+    @field_validator("otel_endpoint")
+    @classmethod
+    def _check_endpoint(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        value = value.strip()
+        if not _ENDPOINT.fullmatch(value):
+            raise ValueError(
+                f"{value!r} is not an OTLP/HTTP endpoint; write http(s)://host:port, optionally with a "
+                "path (http://otel-collector:4318/v1/traces)"
+            )
+        # A bare collector address gets the standard traces path, as OTEL_EXPORTER_OTLP_ENDPOINT does.
+        return value if urlsplit(value).path.strip("/") else value.rstrip("/") + "/v1/traces"
 
     @field_validator("cors_origins")
     @classmethod
@@ -184,7 +230,7 @@ class Settings(BaseSettings):
                 )
         return value
 
-    @field_validator("log_level", mode="before")
+    @field_validator("log_level", "log_format", mode="before")
     @classmethod
     def _lower_log_level(cls, value: Any) -> Any:
         return value.strip().lower() if isinstance(value, str) else value

@@ -16,24 +16,35 @@ import argparse
 import json
 import subprocess
 import tempfile
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from bench.load import LoadResult, run_wrk, write_bodies, write_v2_bodies
 from bench.machine import machine_info, offline_speed
+from bench.otlp_sink import SinkServer
 from bench.server_process import ServerProcess, free_port
-from bench.serving_report import write_report
+from bench.serving_report import LOGS_JSON, LOGS_TEXT, TRACED, write_report
 
 
 def server_commands(model: str) -> dict[str, tuple[list[str], dict[str, str]]]:
     """name: (python arguments, extra environment). Ports are filled in at start.
 
     A name ``ours @ REF`` runs the service as it was at git revision REF (``--baseline``)."""
-    # Access logs off everywhere: uvicorn's per-request log line would cost ours alone.
+    # Access logs off, as no other server here writes one; the three "logs" entries measure
+    # what the access line costs, as text and as JSON, and what tracing adds to it (spans
+    # sent to bench/otlp_sink.py, which accepts and drops them).
     ours_env = {"FASHION_MODEL_PATH": model, "FASHION_LOG_LEVEL": "warning"}
+    logged = {**ours_env, "FASHION_LOG_LEVEL": "info"}
     return {
         "ours": (["-m", "app.serve", "--port", "{port}"], ours_env),
+        LOGS_TEXT: (["-m", "app.serve", "--port", "{port}"], {**logged, "FASHION_LOG_FORMAT": "text"}),
+        LOGS_JSON: (["-m", "app.serve", "--port", "{port}"], {**logged, "FASHION_LOG_FORMAT": "json"}),
+        TRACED: (
+            ["-m", "app.serve", "--port", "{port}"],
+            {**logged, "FASHION_LOG_FORMAT": "json", "FASHION_OTEL_ENDPOINT": "{otlp}"},
+        ),
         "ours --workers 2": (["-m", "app.serve", "--port", "{port}", "--workers", "2"], ours_env),
         **{name: (["-m", "app.serve", "--port", "{port}"], ours_env) for name in TARGETS},
         "naive": (["-m", "bench.naive_server", "--port", "{port}", "--model", model], {}),
@@ -93,7 +104,8 @@ def measure_server(
     # The baseline's own code comes first on its path: python -m imports from the working directory.
     cwd = logs / "baseline" if " @ " in name else None
     log = logs / f"{name.replace(' ', '_').replace('@', 'at')}.log"
-    server = ServerProcess(name, arguments, port, log, command[1], cwd=cwd)
+    env = {key: value.format(otlp=args.otlp_endpoint) for key, value in command[1].items()}
+    server = ServerProcess(name, arguments, port, log, env, cwd=cwd)
     path, kind = TARGETS.get(name, ("/predict", "multipart"))
     bodies, content_type = all_bodies[kind]
     url = f"http://127.0.0.1:{port}{path}"
@@ -158,6 +170,9 @@ def main(argv: list[str] | None = None) -> None:
     names = [name for name in commands if not args.only or name in args.only or " @ " in name]
     started = time.time()
     rounds: dict[str, list[Round]] = {name: [] for name in names}
+    sink = SinkServer()
+    threading.Thread(target=sink.serve_forever, daemon=True).start()
+    args.otlp_endpoint = sink.endpoint
     with tempfile.TemporaryDirectory() as tmp:
         if args.baseline:
             checkout(args.baseline, Path(tmp) / "baseline")

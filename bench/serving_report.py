@@ -12,6 +12,7 @@ if TYPE_CHECKING:
     from bench.serving import Round
 
 OURS, NAIVE, LITSERVE, CEILING = "ours", "naive", "LitServe", "ceiling"
+LOGS_TEXT, LOGS_JSON, TRACED = "ours text logs", "ours JSON logs", "ours JSON logs traced"
 
 
 def _median(values: list[float]) -> float:
@@ -76,11 +77,13 @@ def _v2_goals(tables: dict[str, dict[int, dict[str, float]]]) -> list[tuple[str,
     return goals
 
 
-def _ab(ours: dict[int, dict[str, float]], base: dict[int, dict[str, float]], name: str) -> list[str]:
-    """The service against its own earlier revision, measured in the same run."""
+def _ab(
+    ours: dict[int, dict[str, float]], base: dict[int, dict[str, float]], name: str, title: str = ""
+) -> list[str]:
+    """The service against its own earlier revision, or another setting, measured in the same run."""
     lines = [
         "",
-        f"## A/B: ours against {name}",
+        f"## A/B: {title or f'ours against {name}'}",
         "",
         "| concurrency | requests/s ratio | p50 ratio | p99 ratio |",
     ]
@@ -134,7 +137,11 @@ figure below is from that one run. Raw figures: `{json}`.
   - **ours**: `python -m app.serve` (one uvicorn worker) with the default settings
     (batches of up to 32 images, 2 ms wait, queue of 1,024, one torch thread);
     **ours --workers 2**: the same with two worker processes. `FASHION_LOG_LEVEL=warning`
-    turns off uvicorn's per-request access log, which no other server here writes either.
+    turns off the per-request access log, which no other server here writes either.
+    **ours text logs** and **ours JSON logs**: the same with the access log on
+    (`FASHION_LOG_LEVEL=info`), as text and as JSON (`FASHION_LOG_FORMAT`), into a file;
+    **ours JSON logs traced**: JSON logs and traces (`FASHION_OTEL_ENDPOINT`), sent to
+    `bench/otlp_sink.py` in the benchmark's process, which accepts each export and drops it.
     **ours V2 image** and **ours V2 pixels**: the same service driven through the Open
     Inference Protocol, `POST /v2/models/fashion-mnist/infer`, as Triton's client sends it:
     a JSON header, then the tensor as binary data: the PNG file as a `BYTES` element
@@ -228,6 +235,9 @@ def write_report(
     for name in tables:
         if " @ " in name and OURS in tables:
             lines += _ab(tables[OURS], tables[name], name)
+    for name, base in ((LOGS_JSON, LOGS_TEXT), (TRACED, LOGS_JSON), (LOGS_TEXT, OURS)):
+        if name in tables and base in tables:
+            lines += _ab(tables[name], tables[base], base, title=f"{name} against {base}")
     if CEILING in tables:
         lines += _saturation(tables[CEILING])
     lines += _offline_section(offline)

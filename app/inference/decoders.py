@@ -21,13 +21,15 @@ import resource
 import signal
 import socket
 import struct
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from app import request_context
 from app.inference.framing import Channel, FrameError, frame, read_frame, socket_pair
 from app.inference.messages import Decoded
-from app.logs import configure_logging
+from app.logs import LogFormat, configure_logging
 from app.predictor import ItemError
 from models.preprocessing import (
     INPUT_SIZE,
@@ -66,6 +68,7 @@ class DecoderLimits:
     memory_bytes: int  # how far a decoder's address space may grow beyond its size at start
     max_pixels: int
     log_level: str = "info"  # the server's: a refused upload's cause is logged here
+    log_format: LogFormat = "text"
 
 
 # ---------------------------------------------------------------------------- the decoder process
@@ -76,7 +79,7 @@ def run_decoder(sock: socket.socket, limits: DecoderLimits) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     signal.signal(signal.SIGPROF, signal.SIG_DFL)  # the CPU budget: the default action ends the process
-    configure_logging(limits.log_level)
+    configure_logging(limits.log_level, limits.log_format)
     gc.freeze()  # what the process started with: collections after a failure skip it
     _limit_address_space(limits.memory_bytes)
     libc = _glibc()
@@ -154,14 +157,22 @@ class _Work:
     data: bytes
     invert: InvertMode
     future: asyncio.Future[Decoded]
+    request_id: str | None  # for a log line about it, written from the decoder's own task
 
 
 class DecoderPool:
     """``processes`` decoders, fed from one queue; started with ``start``, stopped with ``aclose``."""
 
-    def __init__(self, processes: int, limits: DecoderLimits, context: Any) -> None:
+    def __init__(
+        self,
+        processes: int,
+        limits: DecoderLimits,
+        context: Any,
+        observe: Callable[[float], None] | None = None,
+    ) -> None:
         self.limits = limits
         self.context = context
+        self.observe = observe  # given each upload's decoding time, in seconds
         self._queue: asyncio.Queue[_Work] = asyncio.Queue()
         self._slots = [_Slot(self) for _ in range(processes)]
         self._tasks: list[asyncio.Task[None]] = []
@@ -178,7 +189,7 @@ class DecoderPool:
     async def decode(self, data: bytes, invert: InvertMode) -> Decoded:
         """One upload's pixels; raises its ImageError. Cancelled, it is never decoded if not begun."""
         future: asyncio.Future[Decoded] = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait(_Work(data, invert, future))
+        self._queue.put_nowait(_Work(data, invert, future, request_context.current_id()))
         return await future
 
     async def decode_all(
@@ -232,10 +243,13 @@ class _Slot:
                 if self._writer is None:
                     await self.spawn()
                 assert self._reader is not None and self._writer is not None
+                began = time.perf_counter()
                 self._writer.write(frame(bytes([INVERT_MODES.index(work.invert)]) + work.data))
                 answer = await read_frame(self._reader)
+                if self.pool.observe is not None:
+                    self.pool.observe(time.perf_counter() - began)
             except (asyncio.IncompleteReadError, ConnectionError, FrameError, OSError):
-                error = await self._ended(len(work.data))
+                error = await self._ended(work)
                 if not work.future.done():
                     work.future.set_exception(error)
                 continue
@@ -247,15 +261,19 @@ class _Slot:
                 work.future.set_exception(exc)
             except FrameError:
                 work.future.set_exception(CorruptImageError("the file is not a decodable image"))
-                await self._ended(len(work.data))
+                await self._ended(work)
 
-    async def _ended(self, size: int) -> ImageError:
+    async def _ended(self, work: _Work) -> ImageError:
         """The decoder ended mid-upload (its CPU budget, a crash): the upload's error; a new one next time."""
         process = self.process
         await self.stop()
         code = process.exitcode if process is not None else None
         logger.warning(
-            "decoder %s ended (exit code %s) decoding an upload of %d bytes", process.pid, code, size
+            "decoder %s ended (exit code %s) decoding an upload of %d bytes",
+            process.pid,
+            code,
+            len(work.data),
+            extra={"request_id": work.request_id},
         )
         if code == -signal.SIGPROF:
             cpu = self.pool.limits.cpu_s

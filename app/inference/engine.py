@@ -12,6 +12,7 @@ import itertools
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from PIL import Image
 
@@ -28,6 +29,7 @@ from app.inference.messages import (
     PixelType,
     Refused,
     Task,
+    Timings,
 )
 from app.inference.protocol import (
     RESTARTING,
@@ -40,7 +42,11 @@ from app.inference.supervisor import State, Supervisor, WorkerHost
 from app.inference.worker import INLINE_MAX_BYTES
 from app.metrics import Metrics
 from app.predictor import ItemError, Prediction, ScoredClass
+from app.request_context import current_id
 from models.preprocessing import INPUT_SIZE, InvertMode
+
+if TYPE_CHECKING:  # the engine only calls what it is given
+    from app.tracing import Tracing
 
 _BOUNCED = object()  # a job's outcome when the worker sends it back to the decoders
 
@@ -51,6 +57,7 @@ class _Job:
     many: bool
     future: asyncio.Future[object]
     sent: bool = False  # in the worker's hands: lost with it if it goes
+    timings: Timings | None = None  # the worker's, for a traced request
 
 
 class InferenceEngine:
@@ -65,6 +72,7 @@ class InferenceEngine:
         *,
         max_queue: int = 1024,
         timeout_s: float = 30.0,
+        tracing: Tracing | None = None,
     ) -> None:
         if max_queue < 1 or timeout_s <= 0:
             raise ValueError("max_queue must be at least 1 and timeout_s more than 0")
@@ -73,6 +81,8 @@ class InferenceEngine:
         self.decoders = decoders
         self.max_queue = max_queue
         self.timeout_s = timeout_s
+        self.tracing = tracing
+        self._decode_in_worker = metrics.decode_time.labels("worker")
         self.supervisor = Supervisor(host, self._on_messages, self._on_lost)
         self._ids = itertools.count()
         self._jobs: dict[int, _Job] = {}
@@ -153,6 +163,8 @@ class InferenceEngine:
         self._jobs[job_id] = job
         # One timer handle, not asyncio.timeout(): cheaper, and this runs for every request.
         timer = loop.call_later(self.timeout_s, self._expire, job)
+        # Only a request whose span is being recorded has its steps traced.
+        tracing = self.tracing if self.tracing is not None and self.tracing.recording() else None
         try:
             uploads = payloads
             needs_decoders = any(
@@ -160,11 +172,20 @@ class InferenceEngine:
             )
             while True:
                 if needs_decoders:
-                    uploads = await self._decode(job, payloads, invert)
-                self.supervisor.send([Task(job_id, uploads, invert, keep_image, top_k, deadline)])
+                    began = time.time_ns()
+                    try:
+                        uploads = await self._decode(job, payloads, invert)
+                    finally:  # a refused upload's decoding is part of its trace too
+                        if tracing is not None:
+                            tracing.step("decode", began, time.time_ns(), **{"decode.where": "decoder"})
+                traced = tracing is not None
+                task = Task(job_id, uploads, invert, keep_image, top_k, deadline, current_id(), traced)
+                self.supervisor.send([task])
                 job.sent = True
                 outcome = await job.future
                 if outcome is not _BOUNCED:
+                    if tracing is not None and job.timings is not None:
+                        tracing.worker_steps(job.timings)
                     return outcome  # type: ignore[return-value]
                 job.sent, job.future, needs_decoders = False, loop.create_future(), True
         finally:
@@ -204,6 +225,7 @@ class InferenceEngine:
             if job is None or job.future.done():
                 continue  # timed out meanwhile
             if isinstance(message, Answered):
+                job.timings = message.timings
                 job.future.set_result([self._prediction(found) for found in message.found])
             elif isinstance(message, Refused):
                 job.future.set_exception(
@@ -224,6 +246,8 @@ class InferenceEngine:
         return Prediction(top, found.original_size, found.inverted, picture, found.ood_score, flagged)
 
     def _record(self, stats: PassStats) -> None:
+        for seconds in stats.decode_s:
+            self._decode_in_worker.observe(seconds)
         for wait in stats.queue_wait_s:
             self.metrics.queue_wait.observe(wait)
         for size, seconds in zip(stats.batch_sizes, stats.inference_s, strict=True):

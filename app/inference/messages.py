@@ -7,7 +7,7 @@ fixed binary layout instead: ``app.inference.decoders``.)
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal, NamedTuple
 
 from models.preprocessing import ImageError, InvertMode
@@ -40,6 +40,21 @@ class Task:
     # time.monotonic() after which the server has answered 504: the worker skips the task.
     # CLOCK_MONOTONIC is one clock for every process of the machine.
     deadline: float
+    request_id: str | None = None  # for the worker's log lines about it
+    traced: bool = False  # stamp its steps' times (``Timings``) for its trace
+
+
+@dataclass
+class Timings:
+    """When a traced task's steps ran in the worker, in time.time_ns(): the wall clock, one
+    for every process of the machine, and what a span's times are given in."""
+
+    decode_start: int = 0  # 0: its uploads came decoded
+    decode_end: int = 0
+    queued: int = 0  # its images ready for a forward pass
+    pass_start: int = 0  # the first pass that took one of its images
+    pass_end: int = 0  # the last one's end
+    batch_size: int = 0  # images in that last pass
 
 
 @dataclass(frozen=True)
@@ -63,6 +78,7 @@ class Found(NamedTuple):
 class Answered:
     job_id: int
     found: list[Found]
+    timings: Timings | None = None  # when the task was traced
 
 
 @dataclass(frozen=True)
@@ -100,11 +116,13 @@ class NotFinite:
 
 @dataclass(frozen=True)
 class PassStats:
-    """What the metrics record about the forward passes of one turn of the worker's loop."""
+    """What the metrics record about the forward passes of one turn of the worker's loop,
+    and the uploads it decoded."""
 
     batch_sizes: list[int]
     inference_s: list[float]
     queue_wait_s: list[float]
+    decode_s: list[float] = field(default_factory=list)
 
 
 @dataclass(frozen=True)

@@ -43,8 +43,9 @@ from app.inference.messages import (
     Refused,
     Stop,
     Task,
+    Timings,
 )
-from app.logs import configure_logging
+from app.logs import LogFormat, configure_logging
 from app.predictor import Predictor
 from models.preprocessing import INPUT_SIZE, ImageError, unit_scale
 
@@ -72,6 +73,7 @@ class WorkerConfig:
     max_wait_s: float
     version: str  # the server's model version: the worker refuses a file that changed since
     log_level: str = "info"
+    log_format: LogFormat = "text"
 
 
 class _NotInline(Exception):
@@ -103,6 +105,7 @@ class _Open:
     task: Task
     found: list[Found | None] = field(default_factory=list)
     remaining: int = 0
+    timings: Timings | None = None  # when the task is traced
 
 
 class Worker:
@@ -117,6 +120,7 @@ class Worker:
         self._pending: deque[_Item] = deque()
         self._open: dict[int, _Open] = {}
         self._out: list[FromWorker] = []
+        self._decoded: list[float] = []  # seconds each upload took to decode, for the metrics
         self._stopping = False
 
     def serve(self, channel: Channel) -> None:
@@ -130,6 +134,9 @@ class Worker:
                 )
                 self._predict(batch)
                 now = time.monotonic()
+                if self._decoded:
+                    self._out.append(PassStats([], [], [], self._decoded))
+                    self._decoded = []
                 # Silence is how the supervisor tells a hung worker: never be silent for long.
                 if not self._out and now - last_sent >= HEARTBEAT_S:
                     self._out.append(Heartbeat())
@@ -156,10 +163,16 @@ class Worker:
     def _decode(self, task: Task) -> None:
         """decode: every upload of the task to pixels, or one refusal for the whole task."""
         items = []
-        now = time.perf_counter()
+        timings = Timings(decode_start=time.time_ns()) if task.traced else None
         for index, upload in enumerate(task.uploads):
             try:
-                items.append(self._item(task, index, upload, now))
+                began = time.perf_counter()
+                item = self._item(task, index, upload)
+                # Queued from here: the wait for a forward pass, not the decoding before it.
+                item.queued_at = time.perf_counter()
+                if not isinstance(upload, Decoded):
+                    self._decoded.append(item.queued_at - began)
+                items.append(item)
             except _NotInline:
                 self._out.append(Bounced(task.job_id))
                 return
@@ -170,7 +183,11 @@ class Worker:
             except Exception as exc:  # a decoder bug: this request fails (a 500), the worker goes on
                 self._out.append(Failed(task.job_id, f"{type(exc).__name__}: {exc}"))
                 return
-        self._open[task.job_id] = _Open(task, [None] * len(items), len(items))
+        if timings is not None:
+            timings.decode_end = timings.queued = time.time_ns()
+            if all(isinstance(upload, Decoded) for upload in task.uploads):
+                timings.decode_start = timings.decode_end = 0  # nothing was decoded here
+        self._open[task.job_id] = _Open(task, [None] * len(items), len(items), timings)
         self._pending.extend(items)
 
     def _stack(self, pixels: list[torch.Tensor]) -> torch.Tensor:
@@ -180,7 +197,7 @@ class Worker:
         unit = [p if p.is_floating_point() else unit_scale(p) for p in pixels]
         return self.predictor.standardize(torch.stack(unit))
 
-    def _item(self, task: Task, index: int, upload: bytes | Decoded, now: float) -> _Item:
+    def _item(self, task: Task, index: int, upload: bytes | Decoded) -> _Item:
         """One upload, decoded here unless it comes decoded, as an image waiting for its pass."""
         if isinstance(upload, Decoded):
             floating = upload.dtype == "float32"
@@ -193,7 +210,7 @@ class Worker:
             pixels, size, inverted = decoded.tensor, decoded.original_size, decoded.inverted
             picture = decoded.image.tobytes() if decoded.image is not None else None
         kept = picture if task.keep_image else None
-        return _Item(task, index, pixels.view(1, INPUT_SIZE, INPUT_SIZE), size, inverted, kept, now)
+        return _Item(task, index, pixels.view(1, INPUT_SIZE, INPUT_SIZE), size, inverted, kept, 0.0)
 
     def _predict(self, batch: list[_Item]) -> None:
         """predict and unbatch: one forward pass; each finished task answered with all its images."""
@@ -207,7 +224,7 @@ class Worker:
         batch = live
         if not batch:
             return
-        began = time.perf_counter()
+        began, began_ns = time.perf_counter(), time.time_ns()
         try:
             probabilities, scores = self.predictor.predict_scored(
                 self._stack([item.pixels for item in batch])
@@ -225,7 +242,7 @@ class Worker:
                 self._open.pop(job_id, None)
                 self._out.append(Failed(job_id, f"{type(exc).__name__}: {exc}"))
             return
-        elapsed = time.perf_counter() - began
+        elapsed, ended_ns = time.perf_counter() - began, time.time_ns()
         self._out.append(PassStats([len(batch)], [elapsed], [began - item.queued_at for item in batch]))
         for item, probs, classes, ok, score in zip(
             batch, values_list, indices_list, finite, scores_list, strict=True
@@ -233,8 +250,16 @@ class Worker:
             job = self._open.get(item.task.job_id)
             if job is None:
                 continue
+            if job.timings is not None:
+                if not job.timings.pass_start:
+                    job.timings.pass_start = began_ns
+                job.timings.pass_end, job.timings.batch_size = ended_ns, len(batch)
             if not ok:
-                logger.warning("the model's output for image %d of a request is not finite", item.index)
+                logger.warning(
+                    "the model's output for image %d of a request is not finite",
+                    item.index,
+                    extra={"request_id": item.task.request_id},
+                )
                 del self._open[item.task.job_id]
                 self._out.append(NotFinite(item.task.job_id, item.index))
                 continue
@@ -246,7 +271,8 @@ class Worker:
             job.remaining -= 1
             if job.remaining == 0:
                 del self._open[item.task.job_id]
-                self._out.append(Answered(item.task.job_id, [f for f in job.found if f is not None]))
+                found = [f for f in job.found if f is not None]
+                self._out.append(Answered(item.task.job_id, found, job.timings))
 
 
 def run_in_thread(worker: Worker, sock: socket.socket) -> None:
@@ -264,7 +290,7 @@ def run_in_process(config: WorkerConfig, sock: socket.socket) -> None:
     # Ctrl-C or a SIGTERM sent to the whole process group lets the server drain first.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    configure_logging(config.log_level)
+    configure_logging(config.log_level, config.log_format)
     channel = Channel(sock)
     if config.torch_threads:
         torch.set_num_threads(config.torch_threads)

@@ -10,6 +10,7 @@ from app.auth import ApiKey
 from app.dependencies import ServingDep
 from app.errors import error_responses, image_error
 from app.predictor import ItemError
+from app.request_context import note_predictions
 from app.schemas import BatchPredictionResponse, PredictionResponse
 from models.preprocessing import ImageError, InvertMode
 
@@ -59,6 +60,7 @@ async def predict_image(
     except ImageError as exc:
         raise image_error(exc) from None
     serving.metrics.count_predictions([prediction])
+    note_predictions([prediction])
     return PredictionResponse.build(prediction, serving.predictor.version)
 
 
@@ -103,6 +105,7 @@ async def predict_batch(
         name = _short_name(files[exc.index].filename)
         raise image_error(exc.error, prefix=f"files[{exc.index}] {name}: ", batch=True) from None
     serving.metrics.count_predictions(predictions)
+    note_predictions(predictions)
     return BatchPredictionResponse(
         predictions=[PredictionResponse.build(p, serving.predictor.version) for p in predictions]
     )

@@ -16,6 +16,7 @@ from app.auth import ApiKey
 from app.dependencies import ServingDep, StateDep
 from app.errors import image_error
 from app.predictor import ItemError, Predictor
+from app.request_context import note_predictions
 from app.settings import Settings
 from app.v2.codec import IMAGE, OOD_OUTPUTS, OUTPUTS, PIXELS, ProtocolError, encode_response, parse_request
 from app.v2.schemas import (
@@ -201,6 +202,7 @@ async def _infer(request: Request, serving: ServingDep, name: str, version: str 
         assert inference.pixels is not None
         predictions = await serving.engine.classify_pixels(inference.pixels, inference.dtype, every_class)
     serving.metrics.count_predictions(predictions)
+    note_predictions(predictions)
     content, header_length = encode_response(
         inference, predictions, predictor.classes, (name, predictor.version)
     )

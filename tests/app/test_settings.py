@@ -239,3 +239,51 @@ def test_variables_that_are_not_ours_are_left_alone(monkeypatch: pytest.MonkeyPa
     # The tests' data folder, and what Kubernetes sets for a Service named fashion-mnist or fashion.
     monkeypatch.setenv(variable, "10.0.0.1")
     assert load_settings().device == "auto"
+
+
+def test_observability_settings_default_to_text_logs_no_trusted_proxy_and_no_tracing() -> None:
+    settings = load_settings()
+    assert settings.log_format == "text"
+    assert settings.trusted_proxies == ()
+    assert settings.otel_endpoint is None
+
+
+def test_observability_settings_read_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FASHION_LOG_FORMAT", "JSON")
+    monkeypatch.setenv("FASHION_TRUSTED_PROXIES", "10.0.0.0/8, 192.168.1.5,fd00::/8")
+    monkeypatch.setenv("FASHION_OTEL_ENDPOINT", "http://otel-collector:4318")
+    settings = load_settings()
+    assert settings.log_format == "json"
+    assert settings.trusted_proxies == ("10.0.0.0/8", "192.168.1.5", "fd00::/8")
+    assert settings.otel_endpoint == "http://otel-collector:4318/v1/traces"
+    monkeypatch.setenv("FASHION_TRUSTED_PROXIES", '["10.0.0.1"]')
+    assert load_settings().trusted_proxies == ("10.0.0.1",)
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "expected"),
+    [
+        ("FASHION_LOG_FORMAT", "yaml", "'text' or 'json'"),
+        (
+            "FASHION_TRUSTED_PROXIES",
+            "10.0.0.0/8,proxy.local",
+            "'proxy.local' is not an IP address or network",
+        ),
+        ("FASHION_TRUSTED_PROXIES", "[10.0.0.1", "is not a JSON list of addresses"),
+        ("FASHION_OTEL_ENDPOINT", "otel-collector:4318", "is not an OTLP/HTTP endpoint; write http(s)://"),
+        ("FASHION_OTEL_ENDPOINT", "grpc://collector:4317", "is not an OTLP/HTTP endpoint"),
+    ],
+)
+def test_invalid_observability_settings_are_refused_saying_how_to_write_them(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str, expected: str
+) -> None:
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(SettingsError) as caught:
+        load_settings()
+    assert f"{variable}: " in str(caught.value) and expected in str(caught.value)
+
+
+def test_every_setting_is_documented_in_the_configuration_guide() -> None:
+    guide = (REPO / "docs" / "CONFIGURATION.md").read_text()
+    missing = [name for name in Settings.model_fields if f"`FASHION_{name.upper()}`" not in guide]
+    assert not missing

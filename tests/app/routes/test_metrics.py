@@ -6,7 +6,7 @@ from fastapi.testclient import TestClient
 
 from app.main import create_app
 from app.settings import Settings
-from tests.app.images import png_bytes
+from tests.app.images import png_bytes, product_photo
 
 
 def metric_value(text: str, sample: str) -> float:
@@ -58,3 +58,17 @@ def test_each_app_has_its_own_registry(settings: Settings) -> None:
         sample = 'fashion_http_requests_total{method="GET",route="/classes",status="200"}'
         assert metric_value(first.get("/metrics").text, sample) == 2
         assert metric_value(second.get("/metrics").text, sample) == 1
+
+
+def test_decode_queue_wait_and_forward_time_are_recorded_where_they_happen(client: TestClient) -> None:
+    small = {"file": ("a.png", png_bytes(), "image/png")}  # decoded in the inference worker
+    photo = {"file": ("b.png", png_bytes(product_photo()), "image/png")}  # in a decoder process
+    assert client.post("/predict", files=small).status_code == 200
+    assert client.post("/predict", files=photo).status_code == 200
+    text = client.get("/metrics").text
+    assert metric_value(text, 'fashion_decode_seconds_count{where="worker"}') == 1
+    assert metric_value(text, 'fashion_decode_seconds_count{where="decoder"}') == 1
+    assert metric_value(text, 'fashion_decode_seconds_sum{where="decoder"}') > 0
+    assert metric_value(text, "fashion_queue_wait_seconds_count") == 2
+    assert metric_value(text, "fashion_inference_seconds_count") == 2
+    assert metric_value(text, "fashion_batch_size_count") == 2
