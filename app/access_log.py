@@ -3,8 +3,8 @@
 The outermost middleware, so it sees every answer the app gives: a 401 from the API key, a
 413 from the upload limit, a 404, a 500. The access line (logger ``app.access``) holds the
 request id, method, path, status, latency, body bytes read, the client, the model, and for
-predictions each image's class and confidence; never the upload, and the path only cut to
-a bounded, printable length.
+predictions each image's class, confidence and out-of-distribution flag; never the upload,
+and the path only cut to a bounded, printable length.
 """
 
 from __future__ import annotations
@@ -114,10 +114,15 @@ class AccessLogMiddleware:
         if len(predictions) == 1:
             best = predictions[0].top[0]
             fields["class_name"], fields["confidence"] = best.name, round(best.probability, 6)
-            predicted = f" -> {best.name} {best.probability:.3f}"
+            if predictions[0].out_of_distribution is not None:
+                fields["out_of_distribution"] = predictions[0].out_of_distribution
+            flag = " (out of distribution)" if predictions[0].out_of_distribution else ""
+            predicted = f" -> {best.name} {best.probability:.3f}{flag}"
         elif predictions:
             fields["class_names"] = [p.top[0].name for p in predictions]
             fields["confidences"] = [round(p.top[0].probability, 6) for p in predictions]
+            if predictions[0].out_of_distribution is not None:
+                fields["out_of_distribution"] = [bool(p.out_of_distribution) for p in predictions]
             predicted = f" -> {len(predictions)} predictions"
         client, model = fields["client"] or "-", f"{name}@{version}" if version else "-"
         logger.info(

@@ -105,6 +105,12 @@ def mean_batch(b: Scrape, a: Scrape, s: float) -> dict[tuple[str, ...], float]:
     return {("mean",): total / count if count else float("nan"), ("p95",): p95}
 
 
+def flagged_share(b: Scrape, a: Scrape, s: float) -> dict[tuple[str, ...], float]:
+    flagged = rate(b, a, s, "fashion_out_of_distribution_predictions_total", ()).get((), 0.0)
+    total = sum(rate(b, a, s, "fashion_predictions_total", ()).values())
+    return {("flagged",): flagged / total if total else float("nan")}
+
+
 def errors(labels: dict[str, str]) -> bool:
     return labels.get("status", "")[:1] in "45"
 
@@ -127,6 +133,7 @@ PANELS: dict[str, tuple[Callable[[Scrape, Scrape, float], dict[tuple[str, ...], 
         lambda b, a, s: quantiles(b, a, s, "fashion_inference_seconds"), "s"),
     "Predictions per second, by class": (
         lambda b, a, s: rate(b, a, s, "fashion_predictions_total", ("class_name",)), "images/s"),
+    "Share of predictions flagged out of distribution": (flagged_share, "share"),
 }  # fmt: skip
 
 

@@ -3,10 +3,11 @@ out-of-distribution flag.
 
     python -m bench.ood_images --out ood-pictures     # writes them as files, to look at
 
-Eight kinds, each a list of encoded uploads (PNG or JPEG bytes, as a client sends them):
+Nine kinds, each a list of encoded uploads (PNG or JPEG bytes, as a client sends them):
 
     photos     random crops of the photographs scikit-image, scikit-learn and matplotlib
                ship (a cat, an astronaut, coffee, a rocket, coins, the moon, a horse, ...)
+    whole photos  the same photographs whole, resized (the 18 of them, over and over)
     faces      crops around the faces among them
     digits     scikit-learn's handwritten digits, and digits rendered in Pillow's fonts,
                light on black at 28x28 like MNIST
@@ -31,7 +32,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
-KINDS = ("photos", "faces", "digits", "text", "noise", "shapes", "flat", "textures")
+KINDS = ("photos", "whole photos", "faces", "digits", "text", "noise", "shapes", "flat", "textures")
 
 
 def _encode(image: Image.Image, rng: random.Random) -> bytes:
@@ -87,6 +88,15 @@ def photos(n: int, rng: random.Random) -> list[Image.Image]:
         left, top = rng.randint(0, width - side), rng.randint(0, height - side)
         wide = int(side * rng.uniform(0.7, 1.4))
         out.append(_crop(array, (left, top, min(width, left + wide), top + side), rng))
+    return out
+
+
+def whole_photos(n: int, rng: random.Random) -> list[Image.Image]:
+    arrays = list(_photographs().values())
+    out = []
+    for i in range(n):
+        array = arrays[i % len(arrays)]
+        out.append(_crop(array, (0, 0, array.shape[1], array.shape[0]), rng))
     return out
 
 
@@ -252,6 +262,7 @@ def textures(n: int, rng: random.Random) -> list[Image.Image]:
 
 MAKERS: dict[str, Callable[[int, random.Random], list[Image.Image]]] = {
     "photos": photos,
+    "whole photos": whole_photos,
     "faces": faces,
     "digits": digits,
     "text": text,
@@ -278,10 +289,11 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     args = parser.parse_args()
     for kind, uploads in make_set(args.per_kind, args.seed).items():
-        (args.out / kind).mkdir(parents=True, exist_ok=True)
+        folder = args.out / kind.replace(" ", "-")
+        folder.mkdir(parents=True, exist_ok=True)
         for i, data in enumerate(uploads):
             suffix = "jpg" if data[:2] == b"\xff\xd8" else "png"
-            (args.out / kind / f"{i:03d}.{suffix}").write_bytes(data)
+            (folder / f"{i:03d}.{suffix}").write_bytes(data)
     print(f"wrote {args.per_kind * len(KINDS)} pictures under {args.out}")
 
 

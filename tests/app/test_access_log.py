@@ -79,7 +79,7 @@ def test_every_answer_carries_the_request_id_and_has_one_access_line(
         def broken(*args: object) -> None:
             raise RuntimeError("boom")
 
-        monkeypatch.setattr(app.state.service.predictor, "predict", broken)
+        monkeypatch.setattr(app.state.service.predictor, "predict_scored", broken)
         answers[500] = client.post("/predict", files=PNG, headers=key)
     for status, response in answers.items():
         assert response.status_code == status
@@ -193,3 +193,22 @@ def test_client_comes_from_x_forwarded_for_only_through_a_trusted_proxy(
     assert access_line(json_log, "proxied")["client"] == "203.0.113.9"  # the hop before our proxies
     assert access_line(json_log, "forged")["client"] == "10.0.0.2"  # not an address: not believed
     assert access_line(json_log, "outsider")["client"] == "198.51.100.7"  # peer not trusted
+
+
+def test_the_out_of_distribution_flag_is_logged_with_the_class(json_log: io.StringIO) -> None:
+    from tests.app.conftest import SHIPPED_MODEL
+
+    if not SHIPPED_MODEL.is_file():
+        pytest.skip(f"{SHIPPED_MODEL} is missing")
+    import numpy as np
+
+    black = png_bytes(np.zeros((28, 28), dtype=np.uint8))
+    with TestClient(create_app(Settings(model_path=SHIPPED_MODEL, device="cpu"))) as shipped:
+        body = shipped.post(
+            "/predict", files={"file": ("b.png", black, "image/png")}, headers={"X-Request-ID": "ood-1"}
+        ).json()
+        files = [("files", (name, black, "image/png")) for name in ("a.png", "b.png")]
+        shipped.post("/predict/batch", files=files, headers={"X-Request-ID": "ood-2"})
+    assert body["out_of_distribution"] is True
+    assert access_line(json_log, "ood-1")["out_of_distribution"] is True
+    assert access_line(json_log, "ood-2")["out_of_distribution"] == [True, True]

@@ -149,7 +149,7 @@ def test_a_500_marks_its_request_span_as_an_error(
         def broken(*args: object) -> None:
             raise RuntimeError("boom")
 
-        monkeypatch.setattr(app.state.service.predictor, "predict", broken)
+        monkeypatch.setattr(app.state.service.predictor, "predict_scored", broken)
         assert client.post("/predict", files=PNG).status_code == 500
     request = by_name(exporter.get_finished_spans())["POST /predict"]
     assert status_code(request) == 500
