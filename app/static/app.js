@@ -177,7 +177,8 @@ function render(file, data) {
     `Your image is ${w}x${h} pixels` +
     (data.preprocessing.inverted ? "; it was inverted, since the model expects a light item on black" : "") +
     `. Model version ${data.model_version}` +
-    (data.ood_score === null ? "." : `; out-of-distribution score ${data.ood_score.toFixed(2)}.`);
+    // Absent for a model without a fitted score.
+    (typeof data.ood_score === "number" ? `; out-of-distribution score ${data.ood_score.toFixed(2)}.` : ".");
 
   // In class order, so the bars stay in place from one image to the next.
   const bars = document.getElementById("bars");

@@ -141,7 +141,7 @@ def test_the_documents_and_the_model_description_leak_nothing(
     assert tiny_checkpoint.name not in client.get("/model").text
 
 
-@pytest.mark.parametrize("where", ["predict", "decode"])
+@pytest.mark.parametrize("where", ["predict_scored", "decode"])
 def test_an_internal_error_is_a_bare_500_whatever_its_message(
     strict_client: Any, tiny_checkpoint: Path, monkeypatch: pytest.MonkeyPatch, where: str
 ) -> None:

@@ -87,7 +87,8 @@ def test_health_and_metadata_through_the_triton_client(client: object, server: s
     assert "binary_tensor_data" in metadata["extensions"]
     model = client.get_model_metadata(MODEL)
     assert [i["name"] for i in model["inputs"]] == ["image", "pixels"]
-    assert [o["name"] for o in model["outputs"]] == ["probabilities", "class_index", "class_name"]
+    names = ["probabilities", "class_index", "class_name", "ood_score", "out_of_distribution"]
+    assert [o["name"] for o in model["outputs"]] == names  # the shipped model has a score
     version = model["versions"][0]
     assert client.get_model_metadata(MODEL, model_version=version)["versions"] == [version]
     assert client.is_model_ready(MODEL, model_version=version)
