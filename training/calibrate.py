@@ -92,14 +92,16 @@ def scoring_figures(
     ood: OODDetector | None,
     images: torch.Tensor,
     labels: torch.Tensor,
+    batch_size: int = 1000,
 ) -> dict[str, Any]:
-    """ECE before and after calibration (and the reliability bins), accuracy as served, and the
-    share flagged, on ``images``."""
-    logits, features = network_outputs(model, images, spec, flip_average)
+    """ECE before and after calibration (and the reliability bins), accuracy and the served
+    probabilities, and the share flagged, on ``images``: one pass of the network."""
+    logits, features = network_outputs(model, images, spec, flip_average, batch_size)
     probs, log_partition = calibration.probabilities_and_log_partition(logits)
     labels = labels.long()
     uncalibrated = Calibration().probabilities(logits)
     figures: dict[str, Any] = {
+        "probabilities": probs,
         "accuracy": float((probs.argmax(1) == labels).double().mean()),
         "ece_uncalibrated": expected_calibration_error(uncalibrated, labels),
         "ece": expected_calibration_error(probs, labels),

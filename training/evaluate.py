@@ -13,6 +13,7 @@ import sys
 from typing import Any
 
 import torch
+from torch.nn import functional as F
 
 from models.checkpoint import FASHION_MNIST_CLASSES, CheckpointError, LoadedModel, load_checkpoint
 from models.networks import prepare_for_inference
@@ -22,7 +23,6 @@ from training.config import NON_NEGATIVE, POSITIVE, HelpFormatter, Parser
 from training.custom_dataset import CustomImageDataset
 from training.data import DEFAULT_CACHE_DIR, load_fashion_mnist, prepare_fashion_mnist
 from training.errors import DatasetError
-from training.train import evaluate
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -66,32 +66,33 @@ def evaluate_checkpoint(
 ) -> dict[str, Any]:
     """Accuracy, loss, per-class accuracy and predictions, as the server would compute them."""
     model = prepare_for_inference(loaded.model)  # what the server runs; the logits agree to rounding
-    result = evaluate(
+    # One pass gives accuracy, loss and the calibration figures alike.
+    scoring = scoring_figures(
         model,
+        loaded.input_spec,
+        loaded.flip_average,
+        loaded.calibration,
+        loaded.ood,
         images,
         labels,
-        loaded.input_spec,
         batch_size,
-        torch.device("cpu"),
-        flip_average=loaded.flip_average,
-        temperature=loaded.calibration.temperature,
     )
-    scoring = scoring_figures(
-        model, loaded.input_spec, loaded.flip_average, loaded.calibration, loaded.ood, images, labels
-    )
-    matrix = report.confusion_matrix(labels, result["predictions"], len(loaded.classes))
+    probabilities = scoring["probabilities"]
+    predictions = probabilities.argmax(1)
+    loss = F.nll_loss(probabilities.clamp_min(1e-12).log(), labels.long()).item()
+    matrix = report.confusion_matrix(labels, predictions, len(loaded.classes))
     return {
         "model": str(loaded.path),
         "model_version": loaded.version,
-        "accuracy": result["accuracy"],
-        "loss": result["loss"],
-        "count": result["count"],
+        "accuracy": scoring["accuracy"],
+        "loss": loss,
+        "count": len(labels),
         "temperature": loaded.calibration.temperature,
         "ece_uncalibrated": scoring["ece_uncalibrated"],
         "ece": scoring["ece"],
         "ood_flagged": scoring.get("ood_flagged"),
         "per_class_accuracy": report.per_class_accuracy(matrix, loaded.classes),
-        "predictions": result["predictions"],
+        "predictions": predictions,
         "bins": (scoring["bins_uncalibrated"], scoring["bins"]),
     }
 
