@@ -281,7 +281,9 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     val_images, val_labels = images[val_idx], labels[val_idx]
     if args.normalize:
         pixels = train_images.to(torch.float64) / 255
-        input_spec = InputSpec(mean=(round(float(pixels.mean()), 4),), std=(round(float(pixels.std()), 4),))
+        # Pictures that are all alike have no spread to divide by: leave their scale alone.
+        std = round(float(pixels.std()), 4) or 1.0
+        input_spec = InputSpec(mean=(round(float(pixels.mean()), 4),), std=(std,))
     else:
         input_spec = InputSpec(mean=(0.0,), std=(1.0,))
     train_images, train_labels = train_images.to(device), train_labels.to(device)

@@ -88,7 +88,7 @@ def make_image_folder(folder: Path, count: int = 6) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     for i in range(count):
         pixels = np.full((40 + i, 30), 255, dtype=np.uint8)  # any size, dark item on white
-        pixels[10:30, 5:25] = 20 * i
+        pixels[10:30, 5 : 12 + 3 * i] = 20 * i  # of its own shape: each is stretched to the full range
         Image.fromarray(pixels).convert("RGB").save(folder / f"img{i}.png")
     return folder
 

@@ -1,0 +1,133 @@
+"""Finding the item in a photo: the background's level and lighting are estimated from the
+picture itself and removed, and the item is cut out, so a product or phone photo looks the
+way Fashion-MNIST's pictures do (the item light on pure black, its darkest part at 255).
+
+Fashion-MNIST was made from product photos on white: trimmed, scaled, negated. A real
+photo's background is never white nor flat: an off-white level, a lighting gradient, sensor
+noise, the grain of paper, cloth or wood. Here the background is modelled as a smooth
+surface (a quadratic in x and y, fitted to the border and then to every pixel that looks like
+background), the item as what departs from it, in either direction: a dark item on a light
+background is inverted, a light one on a dark background is not.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image
+
+# The border band the first background fit reads: this share of the shorter side.
+_BORDER = 0.04
+# At most this many pixels are sampled for each fit: the surface has six parameters.
+_SAMPLES = 1024
+# Pixels further than this many noise deviations from the surface are not background.
+_OUTLIER = 3.0
+# The item's contrast has the background's noise removed: this many deviations of it.
+_FLOOR = 3.0
+# The item's box holds the pixels of at least this share of its strongest contrast: JPEG's
+# blocks and a texture's grain that pass the floor stay out of it.
+_EDGE = 0.1
+# Rows and columns with fewer item pixels than this share of the side are not trimmed into
+# the box: specks of noise or texture that pass the floor do not widen it.
+_SPECKS = 0.01
+
+
+@dataclass(frozen=True)
+class Cutout:
+    """The item, light on black and trimmed to its box, and what was done to find it."""
+
+    image: Image.Image  # L, same scale as the picture given
+    inverted: bool  # the item was darker than its background
+    background: float  # the background's mean level removed (0-255, before any inversion)
+    box: tuple[int, int, int, int] | None  # left, upper, right, lower in the picture; None: none found
+
+
+def _design(ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
+    return np.stack([np.ones_like(xs), xs, ys, xs * xs, ys * ys, xs * ys], axis=1)
+
+
+def _surface(coefficients: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    h, w = shape
+    y = (np.arange(h, dtype=np.float32) / h)[:, None]
+    x = (np.arange(w, dtype=np.float32) / w)[None, :]
+    c = coefficients.astype(np.float32)
+    return c[0] + c[1] * x + c[2] * y + c[3] * x * x + c[4] * y * y + c[5] * x * y
+
+
+def _spread(residual: np.ndarray) -> float:
+    """The noise's standard deviation, robustly (median absolute deviation), at least one level."""
+    return float(1.4826 * np.median(np.abs(residual - np.median(residual)))) + 1.0
+
+
+def estimate_background(pixels: np.ndarray) -> tuple[np.ndarray, float]:
+    """The background surface and the standard deviation of its noise."""
+    h, w = pixels.shape
+    # The fits read every step-th pixel: plenty for six parameters, at a flat cost.
+    step = max(1, int(np.sqrt(h * w / _SAMPLES)))
+    ys, xs = np.mgrid[0:h:step, 0:w:step]
+    design = _design((ys / h).ravel(), (xs / w).ravel())
+    values = pixels[::step, ::step].astype(np.float64).ravel()
+    band = max(1, round(_BORDER * min(h, w)))
+    border = ((ys < band) | (ys >= h - band) | (xs < band) | (xs >= w - band)).ravel()
+    # Start from the border's median level: an item may cover part of the border (Fashion-
+    # MNIST's own pictures touch the frame), but not most of it.
+    edge = values[border]
+    level = float(np.median(edge))
+    chosen = border & (np.abs(values - level) <= _OUTLIER * _spread(edge - level))
+    if chosen.sum() < 24:
+        chosen = border
+    for terms in (3, 6, 6):  # a plane through the border first: a curve would run wild between gaps
+        fitted = design[chosen, :terms]
+        # The normal equations: a 6x6 solve (lstsq's SVD costs a hundred times more here).
+        gram = fitted.T @ fitted + np.eye(terms) * 1e-9
+        coefficients = np.zeros(6)
+        coefficients[:terms] = np.linalg.solve(gram, fitted.T @ values[chosen])
+        residual = values - design @ coefficients
+        noise = float(residual[chosen].std()) + 1.0
+        # Refit on every pixel close to the surface: the border alone leaves the middle of a
+        # vignette or a gradient's curve to extrapolation.
+        close = np.abs(residual) <= _OUTLIER * noise
+        if close.sum() >= 24:
+            chosen = close
+    return _surface(coefficients, (h, w)), noise
+
+
+def cut_out(gray: Image.Image, invert: bool | None) -> Cutout:
+    """The item in an 8-bit grayscale picture, on black, trimmed; ``invert`` None decides."""
+    pixels = np.asarray(gray, dtype=np.float32)
+    surface, noise = estimate_background(pixels)
+    residual = pixels - surface
+    if invert is None:
+        # The item is whichever way the picture departs most from its background.
+        away = np.abs(residual) > _OUTLIER * noise
+        darker = float(-residual[away & (residual < 0)].sum())
+        lighter = float(residual[away & (residual > 0)].sum())
+        invert = darker > lighter if darker != lighter else float(surface.mean()) >= 128
+    # Contrast relative to the light available: lighting that falls off dims an item as much
+    # as its background, so dividing by the surface undoes a gradient.
+    if invert:
+        contrast = -residual / np.maximum(surface, 16.0)
+        floor = _FLOOR * noise / max(float(surface.mean()), 16.0)
+    else:
+        contrast = residual / np.maximum(255.0 - surface, 16.0)
+        floor = _FLOOR * noise / max(255.0 - float(surface.mean()), 16.0)
+    contrast = np.clip(contrast - floor, 0.0, None)
+    peak = float(contrast.max())
+    box = _box(contrast > _EDGE * peak)
+    level = float(surface.mean())
+    if box is None or peak <= 0:
+        return Cutout(Image.new("L", gray.size, 0), bool(invert), level, None)
+    left, upper, right, lower = box
+    item = contrast[upper:lower, left:right] * (255.0 / peak)
+    image = Image.fromarray(np.rint(item).astype(np.uint8), mode="L")
+    return Cutout(image, bool(invert), level, box)
+
+
+def _box(mask: np.ndarray) -> tuple[int, int, int, int] | None:
+    h, w = mask.shape
+    rows = np.nonzero(mask.sum(axis=1) >= max(1, _SPECKS * w))[0]
+    cols = np.nonzero(mask.sum(axis=0) >= max(1, _SPECKS * h))[0]
+    if len(rows) == 0 or len(cols) == 0:
+        return None
+    return int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1
