@@ -30,6 +30,7 @@ from models.preprocessing import (
     ImageError,
     InvertMode,
     Preprocessed,
+    Steps,
     decode_upload,
     normalize,
     pixels_to_tensor,
@@ -63,8 +64,7 @@ class Prediction:
     """The top classes of one image, best first, and what preprocessing did to it."""
 
     top: list[ScoredClass]
-    original_size: tuple[int, int]
-    inverted: bool
+    steps: Steps
     input_image: Image.Image | None = None  # the 28x28 grayscale the network saw, when asked for
     # How unlike the training images it is, and whether that is past the threshold; None
     # for a checkpoint without a fitted score.
@@ -169,10 +169,10 @@ class Predictor:
 
         ``check`` sees the opened header before any pixel is decoded, and may raise to stop there.
         """
-        model_image, original_size, inverted = decode_upload(data, invert, self.max_image_pixels, check)
+        model_image, steps = decode_upload(data, invert, self.max_image_pixels, check)
         pixels = pixels_to_tensor(model_image).unsqueeze(0)
         kept = model_image if keep_image else None
-        return ModelInput(tensor=pixels, original_size=original_size, inverted=inverted, image=kept)
+        return ModelInput(tensor=pixels, steps=steps, image=kept)
 
     def preprocess(self, data: bytes, invert: InvertMode = "auto", keep_image: bool = False) -> ModelInput:
         """Uploaded bytes to a normalised 1x28x28 tensor; raises an ImageError subclass."""
@@ -252,5 +252,5 @@ class Predictor:
             score = None if scores is None else float(scores[i])
             top = self.postprocess(probs, top_k)
             flagged = self.is_out_of_distribution(score)
-            results.append(Prediction(top, item.original_size, item.inverted, item.image, score, flagged))
+            results.append(Prediction(top, item.steps, item.image, score, flagged))
         return results

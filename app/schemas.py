@@ -31,8 +31,20 @@ class ClassScore(BaseModel):
 class PreprocessingInfo(BaseModel):
     original_size: tuple[int, int] = Field(description="width and height of the upload, in pixels")
     inverted: bool = Field(description="whether the image was inverted to light-on-black")
+    background: int | None = Field(
+        default=None,
+        description="the background's mean level (0-255, before inversion) that was taken away; "
+        "absent for a 28x28 picture, which is taken as it is",
+    )
+    box: tuple[int, int, int, int] | None = Field(
+        default=None,
+        description="the item that was cut out and fitted into 28x28: left, top, right, bottom in "
+        "the upload's pixels (upright); absent for a 28x28 picture, or when no item stands out",
+    )
 
-    model_config = _example({"original_size": [28, 28], "inverted": False})
+    model_config = _example(
+        {"original_size": [300, 400], "inverted": True, "background": 236, "box": [74, 50, 226, 350]}
+    )
 
 
 PREDICTION_EXAMPLE: dict[str, Any] = {
@@ -105,7 +117,10 @@ class PredictionResponse(BaseModel):
             confidence=round(best.probability, 6),
             top_k=[score(item) for item in prediction.top],
             preprocessing=PreprocessingInfo(
-                original_size=prediction.original_size, inverted=prediction.inverted
+                original_size=prediction.steps.original_size,
+                inverted=prediction.steps.inverted,
+                background=prediction.steps.background,
+                box=prediction.steps.box,
             ),
             ood_score=None if prediction.ood_score is None else round(prediction.ood_score, 4),
             out_of_distribution=prediction.out_of_distribution,

@@ -10,6 +10,7 @@ import codecs
 import contextlib
 import io
 import logging
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -41,8 +42,6 @@ _LIGHT = 128
 # Invert when more than this share of the border is light. Fashion-MNIST items can touch
 # the frame (a wide pullover, a bag), but the background is black on most of the border.
 _LIGHT_BORDER_SHARE = 0.5
-# After inversion, pixels at or below this are background when trimming (JPEG noise).
-_TRIM_THRESHOLD = 24
 # A big picture is first scaled down by a whole factor, keeping both sides at least this
 # many pixels (8x the network's input: an item that fills an eighth of the frame still has
 # more pixels than the network sees); the rest of the work then costs next to nothing.
@@ -86,12 +85,25 @@ TOO_MUCH_MEMORY = "the image is too costly to decode: it needs too much memory"
 
 
 @dataclass(frozen=True)
+class Steps:
+    """What was done to a picture to make the network's input (a response's ``preprocessing``)."""
+
+    original_size: tuple[int, int]  # (width, height) of the upload
+    inverted: bool  # a dark item on a lighter background, turned light on black
+    # The background's mean level (0-255, before any inversion) taken away; None for a 28x28
+    # picture, which is taken as it is.
+    background: int | None = None
+    # The item's box, (left, top, right, bottom) in the upright upload's pixels, that was cut
+    # out and fitted; None for a 28x28 picture, or when no item stands out.
+    box: tuple[int, int, int, int] | None = None
+
+
+@dataclass(frozen=True)
 class Preprocessed:
     """A network input and what was done to produce it."""
 
     tensor: torch.Tensor  # float32, 1 x 28 x 28, normalised
-    original_size: tuple[int, int]  # (width, height) of the picture given (see preprocess)
-    inverted: bool
+    steps: Steps  # original_size: of the picture given (see preprocess)
 
 
 def _log_cause(step: str, exc: Exception) -> None:
@@ -285,16 +297,31 @@ def _reduce(image: Image.Image, modes: Sequence[str]) -> Image.Image:
 def to_model_image(image: Image.Image, invert: InvertMode = "auto") -> tuple[Image.Image, bool]:
     """Grayscale, light-on-black, 28x28. Returns the image and whether it was inverted.
 
-    Images of another size are trimmed to their content and fitted into 28x28 keeping the
-    aspect ratio, centred on black: the way Fashion-MNIST itself was made. A big one is
-    first scaled down by a whole factor that keeps both sides at least ``REDUCED_SIDE``.
+    See :func:`model_image`, which also says what else was done.
+    """
+    fitted, steps = model_image(image, invert)
+    return fitted, steps.inverted
+
+
+def model_image(
+    image: Image.Image, invert: InvertMode = "auto", original_size: tuple[int, int] | None = None
+) -> tuple[Image.Image, Steps]:
+    """Grayscale, light-on-black, 28x28, and the steps taken; ``original_size`` is the upload's
+    (default: ``image``'s own), the scale the box is given at.
+
+    A 28x28 picture is only inverted (when its border is mostly light). Any other has its
+    background estimated and removed and its item cut out (:mod:`models.background`), fitted
+    into 28x28 keeping the aspect ratio, centred on black, and stretched so its brightest
+    pixel is 255: the way Fashion-MNIST itself was made. A big one is first scaled down by a
+    whole factor that keeps both sides at least ``REDUCED_SIDE``.
     """
     _check_invert(invert)
+    size = original_size or image.size
     gray = to_grayscale(_reduce(image, _EARLY_REDUCE_MODES))
     gray = _reduce(gray, ("L",))  # what the modes above leave big, now that it is grayscale
     if gray.size == (INPUT_SIZE, INPUT_SIZE):
         inverted = _border_is_light(np.asarray(gray)) if invert == "auto" else invert == "true"
-        return (ImageOps.invert(gray) if inverted else gray), inverted
+        return (ImageOps.invert(gray) if inverted else gray), Steps(size, inverted)
     cutout = cut_out(gray, None if invert == "auto" else invert == "true")
     fitted = ImageOps.contain(cutout.image, (INPUT_SIZE, INPUT_SIZE), Image.Resampling.LANCZOS)
     canvas = Image.new("L", (INPUT_SIZE, INPUT_SIZE), 0)
@@ -304,7 +331,25 @@ def to_model_image(image: Image.Image, invert: InvertMode = "auto") -> tuple[Ima
     peak = max(float(pixels.max()), 1.0)
     if peak < 255:
         canvas = Image.fromarray(np.rint(pixels * (255.0 / peak)).astype(np.uint8), mode="L")
-    return canvas, cutout.inverted
+    box = None if cutout.box is None else _upload_box(cutout.box, gray.size, size)
+    return canvas, Steps(size, cutout.inverted, round(cutout.background), box)
+
+
+def _upload_box(
+    box: tuple[int, int, int, int], work: tuple[int, int], upload: tuple[int, int]
+) -> tuple[int, int, int, int]:
+    """A box in the working picture's pixels at the upload's scale, upright (EXIF applied)."""
+    width, height = upload
+    if (work[0] > work[1]) != (width > height):  # turned a quarter by its EXIF orientation
+        width, height = height, width
+    sx, sy = width / work[0], height / work[1]
+    left, top, right, bottom = box
+    return (
+        math.floor(left * sx),
+        math.floor(top * sy),
+        min(width, math.ceil(right * sx)),
+        min(height, math.ceil(bottom * sy)),
+    )
 
 
 def decode_upload(
@@ -312,9 +357,9 @@ def decode_upload(
     invert: InvertMode = "auto",
     max_pixels: int = DEFAULT_MAX_PIXELS,
     check: Callable[[Image.Image], None] | None = None,
-) -> tuple[Image.Image, tuple[int, int], bool]:
-    """Uploaded bytes to the 28x28 picture the network sees, the upload's size, and whether
-    it was inverted; any failure is an ImageError. ``check`` sees the opened header before
+) -> tuple[Image.Image, Steps]:
+    """Uploaded bytes to the 28x28 picture the network sees and the steps taken (the upload's
+    size among them); any failure is an ImageError. ``check`` sees the opened header before
     any pixel is decoded, and may raise to stop there."""
     _check_invert(invert)
     image = open_image(data, max_pixels)
@@ -323,14 +368,12 @@ def decode_upload(
     original_size = image.size  # before a big JPEG is decoded at a reduced scale
     image = load_image(image)
     try:
-        model_image, inverted = to_model_image(image, invert)
+        return model_image(image, invert, original_size)
     except MemoryError:
         failed: ImageError = ImageTooCostlyError(TOO_MUCH_MEMORY)
     except Exception as exc:  # a mode Pillow decodes but cannot convert
         _log_cause("convert", exc)
         failed = CorruptImageError(f"the image's {image.mode} pixels cannot be converted to grayscale")
-    else:
-        return model_image, original_size, inverted
     raise failed
 
 
@@ -368,7 +411,6 @@ def preprocess(
     ``original_size`` is the size of ``image``: for a big JPEG from :func:`decode_image`
     that is the reduced scale it was decoded at (the server reports the upload's own).
     """
-    original_size = (image.width, image.height)
-    model_image, inverted = to_model_image(image, invert)
-    tensor = normalize(pixels_to_tensor(model_image), mean, std).unsqueeze(0)
-    return Preprocessed(tensor=tensor, original_size=original_size, inverted=inverted)
+    fitted, steps = model_image(image, invert)
+    tensor = normalize(pixels_to_tensor(fitted), mean, std).unsqueeze(0)
+    return Preprocessed(tensor=tensor, steps=steps)

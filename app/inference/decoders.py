@@ -42,6 +42,7 @@ from models.preprocessing import (
     ImageTooLargeError,
     InvertMode,
     NotAnImageError,
+    Steps,
     UnsupportedImageError,
     decode_upload,
 )
@@ -57,7 +58,9 @@ _ERRORS: tuple[type[ImageError], ...] = (
     ImageTooLargeError,
     ImageTooCostlyError,
 )
-_DECODED = struct.Struct(f"!BIIB{INPUT_SIZE * INPUT_SIZE}s")  # 0, width, height, inverted, pixels
+# 0, width, height, inverted, background (-1: none), box (left, top, right, bottom; -1s: none), pixels
+_DECODED = struct.Struct(f"!BIIBh4i{INPUT_SIZE * INPUT_SIZE}s")
+_NO_BOX = (-1, -1, -1, -1)
 _MAX_DETAIL = 200
 _M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter
 
@@ -124,8 +127,11 @@ def _limit_address_space(budget: int) -> None:
 
 def _decode(data: bytes, invert: InvertMode, max_pixels: int) -> bytes:
     try:
-        image, size, inverted = decode_upload(data, invert, max_pixels)
-        return _DECODED.pack(0, size[0], size[1], inverted, image.tobytes())
+        image, steps = decode_upload(data, invert, max_pixels)
+        width, height = steps.original_size
+        level = -1 if steps.background is None else steps.background
+        box = steps.box or _NO_BOX
+        return _DECODED.pack(0, width, height, steps.inverted, level, *box, image.tobytes())
     except ImageError as exc:
         # Its traceback holds the frames that held the pixels, in a cycle: drop it now.
         exc.__traceback__ = None
@@ -141,8 +147,10 @@ def _decode(data: bytes, invert: InvertMode, max_pixels: int) -> bytes:
 def _parse(answer: bytes) -> Decoded:
     """A decoder's answer as pixels, or the ImageError it reports; raises FrameError if malformed."""
     if answer[:1] == b"\x00" and len(answer) == _DECODED.size:
-        _, width, height, inverted, pixels = _DECODED.unpack(answer)
-        return Decoded(pixels, (width, height), bool(inverted))
+        _, width, height, inverted, level, *box, pixels = _DECODED.unpack(answer)
+        background = None if level < 0 else level
+        found = None if box[0] < 0 else (box[0], box[1], box[2], box[3])
+        return Decoded(pixels, Steps((width, height), bool(inverted), background, found))
     if answer and 0 < answer[0] < len(_ERRORS):
         detail = answer[1 : 1 + _MAX_DETAIL].decode("ascii", "replace")
         raise _ERRORS[answer[0]]("".join(ch if ch.isprintable() else "?" for ch in detail))

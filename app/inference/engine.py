@@ -43,7 +43,7 @@ from app.inference.worker import INLINE_MAX_BYTES
 from app.metrics import Metrics
 from app.predictor import ItemError, Prediction, ScoredClass
 from app.request_context import current_id
-from models.preprocessing import INPUT_SIZE, InvertMode
+from models.preprocessing import INPUT_SIZE, InvertMode, Steps
 
 if TYPE_CHECKING:  # the engine only calls what it is given
     from app.tracing import Tracing
@@ -137,7 +137,7 @@ class InferenceEngine:
         if any(len(item) != size for item in pixels):
             raise ValueError(f"each image's pixels take {size} bytes as {dtype}")
         side = (INPUT_SIZE, INPUT_SIZE)
-        uploads = tuple(Decoded(item, side, False, dtype) for item in pixels)
+        uploads = tuple(Decoded(item, Steps(side, False), dtype) for item in pixels)
         return await self._submit(uploads, "false", False, top_k, many=True)
 
     async def _submit(
@@ -243,7 +243,7 @@ class InferenceEngine:
         top = [ScoredClass(i, names[i], p) for i, p in zip(found.indices, found.probabilities, strict=True)]
         picture = Image.frombytes("L", (INPUT_SIZE, INPUT_SIZE), found.pixels) if found.pixels else None
         flagged = found.out_of_distribution
-        return Prediction(top, found.original_size, found.inverted, picture, found.ood_score, flagged)
+        return Prediction(top, found.steps, picture, found.ood_score, flagged)
 
     def _record(self, stats: PassStats) -> None:
         for seconds in stats.decode_s:

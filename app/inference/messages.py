@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal, NamedTuple
 
-from models.preprocessing import ImageError, InvertMode
+from models.preprocessing import ImageError, InvertMode, Steps
 
 PixelType = Literal["uint8", "float32"]
 
@@ -23,8 +23,7 @@ class Decoded:
     """
 
     pixels: bytes
-    original_size: tuple[int, int]
-    inverted: bool
+    steps: Steps
     dtype: PixelType = "uint8"
 
 
@@ -67,8 +66,7 @@ class Found(NamedTuple):
 
     indices: list[int]
     probabilities: list[float]
-    original_size: tuple[int, int]
-    inverted: bool
+    steps: Steps  # what preprocessing did
     pixels: bytes | None  # the 28x28 picture the network saw, when asked for
     ood_score: float | None = None  # None: the checkpoint has no out-of-distribution score
     out_of_distribution: bool | None = None

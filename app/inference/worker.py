@@ -47,7 +47,7 @@ from app.inference.messages import (
 )
 from app.logs import LogFormat, configure_logging
 from app.predictor import Predictor
-from models.preprocessing import INPUT_SIZE, ImageError, unit_scale
+from models.preprocessing import INPUT_SIZE, ImageError, Steps, unit_scale
 
 logger = logging.getLogger(__name__)
 
@@ -92,8 +92,7 @@ class _Item:
     task: Task
     index: int
     pixels: torch.Tensor  # 1x28x28 uint8
-    original_size: tuple[int, int]
-    inverted: bool
+    steps: Steps
     picture: bytes | None
     queued_at: float
 
@@ -204,13 +203,13 @@ class Worker:
             dtype = torch.float32 if floating else torch.uint8
             pixels = torch.frombuffer(bytearray(upload.pixels), dtype=dtype)
             picture: bytes | None = None if floating else upload.pixels
-            size, inverted = upload.original_size, upload.inverted
+            steps = upload.steps
         else:
             decoded = self.predictor.decode(upload, task.invert, task.keep_image, _check_inline)
-            pixels, size, inverted = decoded.tensor, decoded.original_size, decoded.inverted
+            pixels, steps = decoded.tensor, decoded.steps
             picture = decoded.image.tobytes() if decoded.image is not None else None
         kept = picture if task.keep_image else None
-        return _Item(task, index, pixels.view(1, INPUT_SIZE, INPUT_SIZE), size, inverted, kept, 0.0)
+        return _Item(task, index, pixels.view(1, INPUT_SIZE, INPUT_SIZE), steps, kept, 0.0)
 
     def _predict(self, batch: list[_Item]) -> None:
         """predict and unbatch: one forward pass; each finished task answered with all its images."""
@@ -265,9 +264,7 @@ class Worker:
                 continue
             k = min(item.task.top_k, len(classes))
             flagged = self.predictor.is_out_of_distribution(score)
-            job.found[item.index] = Found(
-                classes[:k], probs[:k], item.original_size, item.inverted, item.picture, score, flagged
-            )
+            job.found[item.index] = Found(classes[:k], probs[:k], item.steps, item.picture, score, flagged)
             job.remaining -= 1
             if job.remaining == 0:
                 del self._open[item.task.job_id]

@@ -172,10 +172,14 @@ function render(file, data) {
   document.getElementById("confidence").textContent = `${percent(data.confidence)} confident`;
   const unlike = data.out_of_distribution === true;
   document.getElementById("ood-warning").hidden = !unlike;
-  const [w, h] = data.preprocessing.original_size;
+  const steps = data.preprocessing;
+  const [w, h] = steps.original_size;
+  const cut = steps.box ? `${steps.box[2] - steps.box[0]}x${steps.box[3] - steps.box[1]}` : null;
   document.getElementById("note").textContent =
     `Your image is ${w}x${h} pixels` +
-    (data.preprocessing.inverted ? "; it was inverted, since the model expects a light item on black" : "") +
+    (typeof steps.background === "number" ? `; its background (level ${steps.background}) was taken away` : "") +
+    (cut ? `, the item (${cut} pixels) cut out` : "") +
+    (steps.inverted ? "; it was inverted, since the model expects a light item on black" : "") +
     `. Model version ${data.model_version}` +
     // Absent for a model without a fitted score.
     (typeof data.ood_score === "number" ? `; out-of-distribution score ${data.ood_score.toFixed(2)}.` : ".");

@@ -59,7 +59,8 @@ def test_a_28x28_png_becomes_exactly_the_offline_tensor(predictor: Predictor) ->
     item = predictor.preprocess(encode(pixels))
     spec = predictor.loaded.input_spec
     assert torch.equal(item.tensor, normalize(torch.from_numpy(pixels), spec.mean, spec.std).unsqueeze(0))
-    assert not item.inverted
+    assert not item.steps.inverted
+    assert item.steps.background is None and item.steps.box is None  # taken as it is
 
 
 def test_decode_gives_the_raw_pixels_and_predict_batch_normalises_them_once_per_batch(
@@ -127,15 +128,18 @@ def test_postprocess_lists_the_top_k_best_first_and_never_more_than_the_classes(
 def test_classify_reports_preprocessing(predictor: Predictor) -> None:
     prediction = predictor.classify(encode(product_photo(300, 400), "JPEG"), top_k=2)
     assert len(prediction.top) == 2
-    assert prediction.original_size == (300, 400)
-    assert prediction.inverted is True
-    assert predictor.classify(encode(product_photo()), invert="false").inverted is False
+    assert prediction.steps.original_size == (300, 400)
+    assert prediction.steps.inverted is True
+    assert predictor.classify(encode(product_photo()), invert="false").steps.inverted is False
 
 
 def test_a_big_jpeg_reports_the_size_uploaded_not_the_size_decoded(predictor: Predictor) -> None:
     prediction = predictor.classify(encode(product_photo(2000, 1600), "JPEG"))
-    assert prediction.original_size == (2000, 1600)  # decoded at 1/4 scale, 500x400
-    assert prediction.inverted is True
+    assert prediction.steps.original_size == (2000, 1600)  # decoded at 1/8 scale, 250x200
+    assert prediction.steps.inverted is True
+    # The item's box at the upload's scale: columns 500-1500, rows 200-1400.
+    assert prediction.steps.box is not None
+    assert np.allclose(prediction.steps.box, (500, 200, 1500, 1400), atol=8)
 
 
 @pytest.mark.parametrize("pixels", [product_photo(300, 400), product_photo(28, 28)], ids=["photo", "28x28"])
@@ -147,7 +151,7 @@ def test_keep_image_returns_the_28x28_grayscale_the_tensor_was_made_from(
     offline = preprocess(decode_image(data), spec.mean, spec.std)
     item = predictor.preprocess(data, keep_image=True)
     assert torch.equal(item.tensor, offline.tensor)  # the same steps as the shared preprocessing
-    assert (item.original_size, item.inverted) == (offline.original_size, offline.inverted)
+    assert item.steps == offline.steps
     assert item.image is not None and (item.image.mode, item.image.size) == ("L", (28, 28))
     expected = normalize(torch.from_numpy(np.asarray(item.image).copy()), spec.mean, spec.std)
     assert torch.equal(item.tensor[0], expected)

@@ -15,6 +15,7 @@ from models.preprocessing import (
     ImageError,
     ImageTooLargeError,
     NotAnImageError,
+    Steps,
     decode_image,
     decode_upload,
     normalize,
@@ -49,8 +50,7 @@ def test_a_28x28_grayscale_png_reaches_the_network_exactly_as_offline_evaluation
     assert result.tensor.shape == (1, 28, 28)
     assert result.tensor.dtype == torch.float32
     assert torch.equal(result.tensor, offline)
-    assert result.original_size == (28, 28)
-    assert result.inverted is False
+    assert result.steps == Steps((28, 28), inverted=False, background=None, box=None)
 
 
 @pytest.mark.parametrize("fmt", ["PNG", "JPEG", "WEBP", "BMP", "GIF", "TIFF"])
@@ -58,7 +58,7 @@ def test_every_supported_format_decodes(fmt: str) -> None:
     image = Image.fromarray(fashion_like(56)).convert("RGB")
     result = preprocess(decode_image(encode(image, fmt)), MEAN, STD)
     assert result.tensor.shape == (1, 28, 28)
-    assert result.original_size == (56, 56)
+    assert result.steps.original_size == (56, 56)
 
 
 def test_product_photo_on_white_is_inverted_and_fitted_keeping_the_aspect_ratio() -> None:
@@ -327,7 +327,7 @@ def test_every_mode_pillow_hands_back_decodes_or_is_refused_cleanly(mode: str) -
                 continue  # this format cannot store this mode
             saved += 1
             try:
-                picture, _, _ = decode_upload(buffer.getvalue())
+                picture, _ = decode_upload(buffer.getvalue())
             except ImageError:
                 continue
             assert picture.mode == "L" and picture.size == (28, 28)

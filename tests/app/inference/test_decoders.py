@@ -175,7 +175,7 @@ def test_the_largest_pictures_of_every_deep_mode_decode_within_the_default_budge
             decoded = await pool.decode_all(files, "auto", many=True)
         finally:
             await pool.aclose()
-        assert [item.original_size for item in decoded] == [(side, side)] * len(files)
+        assert [item.steps.original_size for item in decoded] == [(side, side)] * len(files)
 
     asyncio.run(main())
 

@@ -232,7 +232,14 @@ def test_a_large_upload_is_decoded_by_a_decoder_and_holds_up_no_one(settings: Se
     offline = Predictor.load(settings.model_path, "cpu").classify(large, top_k=10, keep_image=True)
     body = response.json()
     assert response.status_code == 200
-    assert body["preprocessing"] == {"original_size": [300, 400], "inverted": offline.inverted}
+    steps = offline.steps
+    assert steps.background is not None and steps.box is not None
+    assert body["preprocessing"] == {
+        "original_size": [300, 400],
+        "inverted": steps.inverted,
+        "background": steps.background,
+        "box": list(steps.box),
+    }
     expected = {s.index: s.probability for s in offline.top}
     for index, probability in scores(response).items():
         assert probability == pytest.approx(expected[index], abs=1e-5)

@@ -11,7 +11,7 @@ from PIL import Image
 
 from app.main import create_app
 from app.settings import Settings
-from models.preprocessing import to_model_image
+from models.preprocessing import decode_image, to_model_image
 from tests.app.images import GARBAGE, PDF, SVG, TEXT, encode, fashion_like, png_bomb, png_bytes, product_photo
 
 
@@ -52,7 +52,11 @@ def test_top_k_sets_how_many_classes_are_listed(client: TestClient, top_k: int) 
 def test_a_product_photo_on_white_is_inverted_and_says_so(client: TestClient) -> None:
     response = client.post("/predict", files=upload(encode(product_photo(300, 400), "JPEG"), "shirt.jpg"))
     assert response.status_code == 200
-    assert response.json()["preprocessing"] == {"original_size": [300, 400], "inverted": True}
+    steps = response.json()["preprocessing"]
+    assert (steps["original_size"], steps["inverted"]) == ([300, 400], True)
+    # The white taken away, and the item's box (columns 75-225, rows 50-350) in the upload's pixels.
+    assert 250 <= steps["background"] <= 255
+    assert np.allclose(steps["box"], [75, 50, 225, 350], atol=2)
     forced = client.post("/predict", params={"invert": "false"}, files=upload(encode(product_photo())))
     assert forced.json()["preprocessing"]["inverted"] is False
     inverted = client.post("/predict", params={"invert": "true"}, files=upload(png_bytes()))
@@ -246,7 +250,7 @@ def test_include_input_returns_the_28x28_grayscale_the_model_saw(client: TestCli
 
     photo = encode(product_photo(300, 400), "JPEG")
     body = client.post("/predict", params={"include_input": "true"}, files=upload(photo)).json()
-    expected, inverted = to_model_image(Image.open(io.BytesIO(photo)))
+    expected, inverted = to_model_image(decode_image(photo))  # decoded as the server does: at half scale
     assert inverted and body["preprocessing"]["inverted"]
     assert np.array_equal(np.asarray(decode_data_url(body["input_image"])), np.asarray(expected))
 
