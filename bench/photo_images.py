@@ -105,13 +105,16 @@ def _item_layer(item: np.ndarray, rng: np.random.Generator, shape: tuple[int, in
     return np.asarray(layer, np.float32) / 255.0
 
 
-def make_photo(item: np.ndarray, kind: str, rng: np.random.Generator) -> bytes:
-    """One 28x28 Fashion-MNIST item (light on black, uint8) as a photo-like JPEG of ``kind``."""
+def make_photo(
+    item: np.ndarray, kind: str, rng: np.random.Generator, size: tuple[int, int] | None = None
+) -> bytes:
+    """One 28x28 Fashion-MNIST item (light on black, uint8) as a photo-like JPEG of ``kind``;
+    ``size`` (width, height) fixes the frame, else it is drawn."""
     ratio = _SHAPES[rng.integers(len(_SHAPES))]
     short = int(rng.integers(224, 481))
     # ratio is width:height; the shorter side is ``short``.
     long = round(short * max(ratio) / min(ratio))
-    w, h = (long, short) if ratio[0] >= ratio[1] else (short, long)
+    w, h = size or ((long, short) if ratio[0] >= ratio[1] else (short, long))
     background = _background(kind, rng, (h, w))
     alpha = _item_layer(item, rng, (h, w))
     tone = float(rng.uniform(0, 0.25)) * float(background.mean())

@@ -12,6 +12,7 @@ background is inverted, a light one on a dark background is not.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -60,16 +61,26 @@ def _spread(residual: np.ndarray) -> float:
     return float(1.4826 * np.median(np.abs(residual - np.median(residual)))) + 1.0
 
 
-def estimate_background(pixels: np.ndarray) -> tuple[np.ndarray, float]:
-    """The background surface and the standard deviation of its noise."""
-    h, w = pixels.shape
-    # The fits read every step-th pixel: plenty for six parameters, at a flat cost.
+@functools.lru_cache(maxsize=16)
+def _grid(h: int, w: int) -> tuple[int, np.ndarray, np.ndarray]:
+    """For a picture of h x w: the sampling step, the fit's design matrix at the samples, and
+    which samples lie in the border band (the same for every picture of that size)."""
+    # Every step-th pixel: plenty for six parameters, at a flat cost.
     step = max(1, int(np.sqrt(h * w / _SAMPLES)))
     ys, xs = np.mgrid[0:h:step, 0:w:step]
     design = _design((ys / h).ravel(), (xs / w).ravel())
-    values = pixels[::step, ::step].astype(np.float64).ravel()
     band = max(1, round(_BORDER * min(h, w)))
     border = ((ys < band) | (ys >= h - band) | (xs < band) | (xs >= w - band)).ravel()
+    design.flags.writeable = border.flags.writeable = False
+    return step, design, border
+
+
+def estimate_background(pixels: np.ndarray) -> tuple[np.ndarray, float, np.ndarray]:
+    """The background surface, the standard deviation of its noise, and the departures from
+    the surface of the sampled pixels."""
+    h, w = pixels.shape
+    step, design, border = _grid(h, w)
+    values = pixels[::step, ::step].astype(np.float64).ravel()
     # Start from the border's median level: an item may cover part of the border (Fashion-
     # MNIST's own pictures touch the frame), but not most of it.
     edge = values[border]
@@ -77,11 +88,11 @@ def estimate_background(pixels: np.ndarray) -> tuple[np.ndarray, float]:
     chosen = border & (np.abs(values - level) <= _OUTLIER * _spread(edge - level))
     if chosen.sum() < 24:
         chosen = border
+    coefficients = np.zeros(6)
     for terms in (3, 6, 6):  # a plane through the border first: a curve would run wild between gaps
         fitted = design[chosen, :terms]
         # The normal equations: a 6x6 solve (lstsq's SVD costs a hundred times more here).
         gram = fitted.T @ fitted + np.eye(terms) * 1e-9
-        coefficients = np.zeros(6)
         coefficients[:terms] = np.linalg.solve(gram, fitted.T @ values[chosen])
         residual = values - design @ coefficients
         noise = float(residual[chosen].std()) + 1.0
@@ -90,36 +101,37 @@ def estimate_background(pixels: np.ndarray) -> tuple[np.ndarray, float]:
         close = np.abs(residual) <= _OUTLIER * noise
         if close.sum() >= 24:
             chosen = close
-    return _surface(coefficients, (h, w)), noise
+    return _surface(coefficients, (h, w)), noise, residual
 
 
 def cut_out(gray: Image.Image, invert: bool | None) -> Cutout:
     """The item in an 8-bit grayscale picture, on black, trimmed; ``invert`` None decides."""
     pixels = np.asarray(gray, dtype=np.float32)
-    surface, noise = estimate_background(pixels)
-    residual = pixels - surface
+    surface, noise, sampled = estimate_background(pixels)
+    level = float(surface.mean())
     if invert is None:
         # The item is whichever way the picture departs most from its background.
-        away = np.abs(residual) > _OUTLIER * noise
-        darker = float(-residual[away & (residual < 0)].sum())
-        lighter = float(residual[away & (residual > 0)].sum())
-        invert = darker > lighter if darker != lighter else float(surface.mean()) >= 128
+        away = sampled[np.abs(sampled) > _OUTLIER * noise]
+        darker, lighter = float(-away[away < 0].sum()), float(away[away > 0].sum())
+        invert = darker > lighter if darker != lighter else level >= 128
     # Contrast relative to the light available: lighting that falls off dims an item as much
     # as its background, so dividing by the surface undoes a gradient.
     if invert:
-        contrast = -residual / np.maximum(surface, 16.0)
-        floor = _FLOOR * noise / max(float(surface.mean()), 16.0)
+        contrast = surface - pixels
+        light = np.maximum(surface, 16.0)
     else:
-        contrast = residual / np.maximum(255.0 - surface, 16.0)
-        floor = _FLOOR * noise / max(255.0 - float(surface.mean()), 16.0)
-    contrast = np.clip(contrast - floor, 0.0, None)
+        contrast = pixels - surface
+        light = np.maximum(255.0 - surface, 16.0)
+    contrast /= light
+    contrast -= _FLOOR * noise / max(float(light.mean()), 16.0)
+    np.maximum(contrast, 0.0, out=contrast)
     peak = float(contrast.max())
     box = _box(contrast > _EDGE * peak)
-    level = float(surface.mean())
     if box is None or peak <= 0:
         return Cutout(Image.new("L", gray.size, 0), bool(invert), level, None)
     left, upper, right, lower = box
-    item = contrast[upper:lower, left:right] * (255.0 / peak)
+    item = contrast[upper:lower, left:right]
+    item *= 255.0 / peak
     image = Image.fromarray(np.rint(item).astype(np.uint8), mode="L")
     return Cutout(image, bool(invert), level, box)
 

@@ -3,6 +3,7 @@
 python -m training.evaluate --model models/model.pth --data-dir ../shared/datasets/fashion-mnist
 python -m training.evaluate --model models/model.pth --show 5     # Predicted: "...", Actual: "..."
 python -m training.evaluate --model runs/.../model.pth --images my-images --annotations test.csv
+python -m training.evaluate --model models/model.pth --photos photos   # per kind of photo
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -46,6 +48,12 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--annotations",
         help="CSV of filename,label rows for --images; labels are the model's class names or indices "
+        "(default: none)",
+    )
+    parser.add_argument(
+        "--photos",
+        help="evaluate on photo-like sets, one per subfolder, each with its labels.csv of "
+        "filename,label (python -m bench.photo_images writes them); reports each kind "
         "(default: none)",
     )
     parser.add_argument(
@@ -118,8 +126,51 @@ def load_images(args: argparse.Namespace, loaded: LoadedModel) -> tuple[torch.Te
     return images, labels, "Fashion-MNIST test images"
 
 
+def photo_kinds(folder: str | Path) -> list[Path]:
+    """The subfolders of ``folder`` that hold a labels.csv, by name."""
+    kinds = sorted(p.parent for p in Path(folder).glob("*/labels.csv"))
+    if not kinds:
+        raise DatasetError(
+            f"--photos {folder}: no subfolder with a labels.csv (python -m bench.photo_images writes them)"
+        )
+    return kinds
+
+
+def evaluate_photos(loaded: LoadedModel, folder: str | Path, batch_size: int = 1000) -> dict[str, Any]:
+    """Accuracy and the share flagged as out of distribution, for each kind of photo and all."""
+    kinds: dict[str, Any] = {}
+    every_image, every_label = [], []
+    for kind in photo_kinds(folder):
+        dataset = CustomImageDataset(
+            kind / "labels.csv", kind, classes=list(loaded.classes), classes_from="the model's"
+        )
+        images, labels = dataset.to_tensors(progress=False)
+        figures = evaluate_checkpoint(loaded, images, labels, batch_size)
+        kinds[kind.name] = {k: figures[k] for k in ("count", "accuracy", "ood_flagged")}
+        every_image.append(images)
+        every_label.append(labels)
+    overall = evaluate_checkpoint(loaded, torch.cat(every_image), torch.cat(every_label), batch_size)
+    kinds["all"] = {k: overall[k] for k in ("count", "accuracy", "ood_flagged")}
+    return kinds
+
+
+def print_photos(loaded: LoadedModel, folder: str, kinds: dict[str, Any]) -> None:
+    print(f"{loaded.path} ({loaded.arch}, version {loaded.version}) on the photos of {folder}")
+    print(f"  {'kind':<12} {'photos':>6} {'accuracy':>9} {'flagged':>8}")
+    for name, row in kinds.items():
+        flagged = "-" if row["ood_flagged"] is None else f"{100 * row['ood_flagged']:.1f}%"
+        print(f"  {name:<12} {row['count']:>6} {100 * row['accuracy']:>8.1f}% {flagged:>8}")
+
+
 def main(args: argparse.Namespace) -> dict[str, Any]:
     loaded = load_checkpoint(args.model)
+    if args.photos:
+        kinds = evaluate_photos(loaded, args.photos, args.batch_size)
+        if args.json:
+            print(json.dumps({"model_version": loaded.version, "photos": kinds}, indent=2))
+        else:
+            print_photos(loaded, args.photos, kinds)
+        return {"photos": kinds}
     images, labels, what = load_images(args, loaded)
     figures = evaluate_checkpoint(loaded, images, labels, args.batch_size)
     predictions = figures.pop("predictions")
