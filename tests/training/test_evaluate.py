@@ -98,3 +98,31 @@ def test_a_model_of_other_classes_on_fashion_mnist_is_a_clear_error(
     assert (
         "its classes (handbag, pants, shoe) are not Fashion-MNIST's ten; evaluate it on its own images" in err
     )
+
+
+def test_evaluate_reports_each_kind_of_photo(
+    tiny_checkpoint: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from bench.photo_images import KINDS, make_set, write_set
+    from tests.conftest import synthetic_images
+
+    images, labels = synthetic_images(20)
+    photos = make_set(images.numpy(), labels.numpy(), 3, seed=0)
+    write_set(photos, list(FASHION_MNIST_CLASSES), tmp_path / "p")
+    figures = run(["--model", str(tiny_checkpoint), "--photos", str(tmp_path / "p")], monkeypatch)
+    out = capsys.readouterr().out
+    assert list(figures["photos"]) == [*sorted(KINDS), "all"]
+    assert figures["photos"]["all"]["count"] == 3 * len(KINDS)
+    for kind, row in figures["photos"].items():
+        assert row["count"] in (3, 3 * len(KINDS)) and 0 <= row["accuracy"] <= 1
+        assert any(line.split()[:2] == [kind, str(row["count"])] for line in out.splitlines()), out
+
+
+def test_evaluate_photos_needs_a_labelled_subfolder(
+    tiny_checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(SystemExit) as info:
+        evaluate.run(["--model", str(tiny_checkpoint), "--photos", str(tmp_path / "empty")])
+    assert info.value.code == 2
+    assert "no subfolder with a labels.csv" in capsys.readouterr().err
