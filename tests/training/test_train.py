@@ -136,6 +136,25 @@ def test_dry_run_on_custom_images(tmp_path: Path) -> None:
     assert load_checkpoint(output).classes == ["shoe", "hat"]
 
 
+def test_pictures_that_are_all_alike_train_without_dividing_by_zero(tmp_path: Path) -> None:
+    import numpy as np
+    from PIL import Image
+
+    from tests.training.test_data import write_csv
+
+    folder = tmp_path / "images"
+    folder.mkdir()
+    pixels = np.full((40, 30), 255, dtype=np.uint8)
+    pixels[10:30, 5:25] = 0  # every picture the same square: no spread once preprocessed
+    for i in range(6):
+        Image.fromarray(pixels).save(folder / f"img{i}.png")
+    csv = write_csv(tmp_path / "labels.csv", [f"img{i}.png,{i % 2}" for i in range(6)])
+    argv = ["--images", str(folder), "--annotations", str(csv), "--classes", "shoe,hat", "--val-size", "2",
+            "--dry-run", "--output", str(tmp_path / "same.pth"), "--quiet", *FAST[:2]]  # fmt: skip
+    train.main(parse_args(argv))
+    assert load_checkpoint(tmp_path / "same.pth").input_spec.std == (1.0,)
+
+
 def test_data_errors_end_with_one_line(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
