@@ -43,14 +43,15 @@ _LIGHT = 128
 # the frame (a wide pullover, a bag), but the background is black on most of the border.
 _LIGHT_BORDER_SHARE = 0.5
 # A big picture is first scaled down by a whole factor, keeping both sides at least this
-# many pixels (8x the network's input: an item that fills an eighth of the frame still has
-# more pixels than the network sees); the rest of the work then costs next to nothing.
-# The JPEG decoder does it while decoding (draft), other formats after (reduce): what
-# Pillow's own thumbnail() does. Measured end to end (Predictor.classify) on our 2-core
-# machine: a 4000x3000 JPEG photo 112-168 ms before, 8-18 ms after; a 4000x4000 PNG
-# 300-450 ms before, 260-340 after (decoding a PNG cannot be scaled). Averaging also keeps
-# per-pixel noise from passing the trim threshold and defeating the trim.
+# many pixels (4x the network's input: an item that fills a quarter of the frame still has
+# as many pixels as the network sees); the background's estimate and the cut-out then cost
+# about a millisecond. The JPEG decoder does it while decoding (draft), other formats after
+# (reduce): what Pillow's own thumbnail() does. Averaging also tames per-pixel noise.
 REDUCED_SIDE = 4 * INPUT_SIZE
+# The background's estimate and removal cost time and memory in proportion to the pixels:
+# a picture of an extreme shape (a 223x70000 strip, which the rule above leaves whole) is
+# scaled down further, to at most this many. Every ordinary photo has a quarter of it or less.
+MAX_WORK_PIXELS = 2**18
 
 
 class ImageError(ValueError):
@@ -287,8 +288,10 @@ def _check_invert(invert: str) -> None:
 
 def _reduce(image: Image.Image, modes: Sequence[str]) -> Image.Image:
     """A picture in one of ``modes`` scaled down by a whole factor, both sides kept at least
-    ``REDUCED_SIDE``, with box averages (cheap, and no aliasing); any other unchanged."""
-    factor = min(image.size) // REDUCED_SIDE
+    ``REDUCED_SIDE`` unless it has more than ``MAX_WORK_PIXELS`` that way, with box averages
+    (cheap, and no aliasing); any other unchanged."""
+    width, height = image.size
+    factor = max(min(width, height) // REDUCED_SIDE, math.ceil(math.sqrt(width * height / MAX_WORK_PIXELS)))
     if factor < 2 or image.mode not in modes or "transparency" in image.info:
         return image  # a transparent colour is matched exactly: not after averaging
     return image.reduce(factor)

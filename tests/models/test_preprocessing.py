@@ -18,6 +18,7 @@ from models.preprocessing import (
     Steps,
     decode_image,
     decode_upload,
+    model_image,
     normalize,
     preprocess,
     to_grayscale,
@@ -190,6 +191,25 @@ def test_a_big_picture_is_reduced_before_the_rest_of_the_work(monkeypatch: pytes
     assert factors == [700 // REDUCED_SIDE]
     to_model_image(Image.fromarray(big_product_photo(200, 150)))  # too small to gain from it
     assert factors == [6]
+
+
+def test_a_picture_of_an_extreme_shape_is_reduced_to_a_bounded_size(monkeypatch: pytest.MonkeyPatch) -> None:
+    # 223 pixels wide: the side rule leaves it whole, but its 15.6 million pixels would make
+    # the background's estimate cost most of a second and a quarter of a GiB.
+    factors: list[int] = []
+    reduce = Image.Image.reduce
+
+    def spy(self: Image.Image, factor: int, box: object = None) -> Image.Image:
+        factors.append(factor)
+        return reduce(self, factor, box)
+
+    monkeypatch.setattr(Image.Image, "reduce", spy)
+    strip = np.full((70000, 223), 230, dtype=np.uint8)
+    strip[17500:35000, 55:111] = 20
+    picture, steps = model_image(Image.fromarray(strip))
+    assert factors == [8]  # 27x8750: under MAX_WORK_PIXELS
+    assert steps.box is not None and np.allclose(steps.box, (55, 17500, 111, 35000), atol=8)
+    assert picture.size == (28, 28)
 
 
 def test_noise_in_a_big_photo_does_not_defeat_the_trim() -> None:
