@@ -53,15 +53,18 @@ async def predict_image(
     # Called here rather than declared as a dependency: one fewer for FastAPI to solve.
     await refuse_extra_files(request)
     data = await file.read()
-    try:
-        # Decoding and inference run off the event loop (app.inference), so /health still
-        # answers; concurrent requests share forward passes.
-        prediction = await serving.engine.classify(data, top_k, invert, include_input)
-    except ImageError as exc:
-        raise image_error(exc) from None
-    serving.metrics.count_predictions([prediction])
-    note_predictions([prediction])
-    return PredictionResponse.build(prediction, serving.predictor.version)
+    # The default model's newest version, held until its answer: a version being unloaded
+    # meanwhile finishes this request first.
+    with serving.repository.use() as served:
+        try:
+            # Decoding and inference run off the event loop (app.inference), so /health still
+            # answers; concurrent requests share forward passes.
+            prediction = await served.engine.classify(data, top_k, invert, include_input)
+        except ImageError as exc:
+            raise image_error(exc) from None
+    serving.metrics.count_predictions([prediction], served.name, served.version)
+    note_predictions([prediction], (served.name, served.version))
+    return PredictionResponse.build(prediction, served.name, served.version)
 
 
 @router.post(
@@ -99,15 +102,16 @@ async def predict_batch(
     if len(files) > limit:
         raise HTTPException(400, detail=f"too many files: {len(files)}; at most {limit}")
     payloads = [await upload.read() for upload in files]
-    try:
-        predictions = await serving.engine.classify_many(payloads, top_k, invert)
-    except ItemError as exc:
-        name = _short_name(files[exc.index].filename)
-        raise image_error(exc.error, prefix=f"files[{exc.index}] {name}: ", batch=True) from None
-    serving.metrics.count_predictions(predictions)
-    note_predictions(predictions)
+    with serving.repository.use() as served:
+        try:
+            predictions = await served.engine.classify_many(payloads, top_k, invert)
+        except ItemError as exc:
+            name = _short_name(files[exc.index].filename)
+            raise image_error(exc.error, prefix=f"files[{exc.index}] {name}: ", batch=True) from None
+    serving.metrics.count_predictions(predictions, served.name, served.version)
+    note_predictions(predictions, (served.name, served.version))
     return BatchPredictionResponse(
-        predictions=[PredictionResponse.build(p, serving.predictor.version) for p in predictions]
+        predictions=[PredictionResponse.build(p, served.name, served.version) for p in predictions]
     )
 
 

@@ -17,17 +17,23 @@ ENDPOINTS = {
     ("post", "/predict/batch"): "BatchPredictionResponse",
     ("get", "/classes"): "ClassesResponse",
     ("get", "/model"): "ModelInfoResponse",
+    ("get", "/models"): "ModelListResponse",
     ("get", "/health"): "HealthResponse",
     ("get", "/health/live"): "LivenessResponse",
 }
 
 MODEL = "/v2/models/{model_name}"
 VERSION = MODEL + "/versions/{model_version}"
-V2_ROUTES = {("get", "/v2"), ("get", "/v2/health/live"), ("get", "/v2/health/ready")} | {
-    (method, path + suffix)
-    for path in (MODEL, VERSION)
-    for method, suffix in (("get", ""), ("get", "/ready"), ("post", "/infer"))
-}
+V2_ROUTES = (
+    {("get", "/v2"), ("get", "/v2/health/live"), ("get", "/v2/health/ready")}
+    | {
+        (method, path + suffix)
+        for path in (MODEL, VERSION)
+        for method, suffix in (("get", ""), ("get", "/ready"), ("post", "/infer"))
+    }
+    | {("post", "/v2/repository/index")}
+    | {("post", f"/v2/repository/models/{{model_name}}/{action}") for action in ("load", "unload")}
+)
 
 
 def test_importing_the_app_loads_nothing() -> None:
