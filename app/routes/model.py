@@ -10,7 +10,8 @@ from fastapi import APIRouter, HTTPException
 from app.auth import ApiKey
 from app.dependencies import NOT_LOADED, ServiceState, StateDep
 from app.errors import error_responses
-from app.repository import ServedVersion
+from app.repository import ServedVersion, UnknownModelError
+from app.routes.predict import ModelName
 from app.schemas import (
     ClassesResponse,
     InputInfo,
@@ -94,25 +95,30 @@ def describe_version(served: ServedVersion) -> ModelInfoResponse:
     )
 
 
-def _default(state: ServiceState) -> ServedVersion:
-    served = None if state.repository is None else state.repository.newest()
-    if served is None:
+def _newest(state: ServiceState, model: str | None) -> ServedVersion:
+    if state.repository is None:
         raise HTTPException(503, detail=NOT_LOADED)
-    return served
+    try:
+        return state.repository.resolve(model)
+    except UnknownModelError as exc:
+        raise HTTPException(404, detail=str(exc)) from None
 
 
-@router.get("/classes", response_model=ClassesResponse, responses=error_responses(503))
-async def read_classes(state: StateDep) -> ClassesResponse:
-    """The default model's class names, in index order, as its checkpoint lists them."""
-    return ClassesResponse(classes=_default(state).predictor.classes)
+@router.get("/classes", response_model=ClassesResponse, responses=error_responses(404, 422, 503))
+async def read_classes(state: StateDep, model: ModelName = None) -> ClassesResponse:
+    """The model's class names (the default model's unless ``model`` names one), in index order."""
+    return ClassesResponse(classes=_newest(state, model).predictor.classes)
 
 
 @router.get(
-    "/model", response_model=ModelInfoResponse, responses=error_responses(401, 503), dependencies=[ApiKey]
+    "/model",
+    response_model=ModelInfoResponse,
+    responses=error_responses(401, 404, 422, 503),
+    dependencies=[ApiKey],
 )
-async def read_model(state: StateDep) -> ModelInfoResponse:
-    """The default model's newest version (the one /predict uses): its checkpoint's metadata."""
-    return describe_version(_default(state))
+async def read_model(state: StateDep, model: ModelName = None) -> ModelInfoResponse:
+    """The version /predict uses (the default model's newest, or ``model``'s): its checkpoint's metadata."""
+    return describe_version(_newest(state, model))
 
 
 @router.get(

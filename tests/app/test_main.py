@@ -86,9 +86,21 @@ def test_openapi_documents_every_endpoint_with_schemas_and_examples(client: Test
             assert "example" in content or "examples" in content, f"{method} {path} {status}: no example"
             assert schema_of(document, error)["title"] in {"ErrorResponse", "HealthProblem"}
     predict = paths["/predict"]["post"]
-    assert set(predict["responses"]) == {"200", "400", "401", "408", "413", "415", "422", "500", "503", "504"}
+    assert set(predict["responses"]) == {
+        "200",
+        "400",
+        "401",
+        "404",
+        "408",
+        "413",
+        "415",
+        "422",
+        "500",
+        "503",
+        "504",
+    }
     batch = paths["/predict/batch"]["post"]
-    assert set(batch["responses"]) == {"200", "400", "401", "408", "413", "422", "500", "503", "504"}
+    assert set(batch["responses"]) == {"200", "400", "401", "404", "408", "413", "422", "500", "503", "504"}
     assert set(paths["/health"]["get"]["responses"]) == {"200", "503"}
     parameters = {p["name"]: p for p in predict["parameters"]}
     assert parameters["top_k"]["schema"]["minimum"] == 1

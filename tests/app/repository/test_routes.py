@@ -205,3 +205,18 @@ def test_a_corrupt_version_at_start_up_stops_the_server(repository: Path) -> Non
         TestClient(create_app(repository_settings(repository))),
     ):
         pass
+
+
+def test_predict_and_the_metadata_routes_may_name_a_model(client: TestClient) -> None:
+    upload = {"file": ("a.png", png_bytes(), "image/png")}
+    body = client.post("/predict", params={"model": "other"}, files=upload).json()
+    assert (body["model_name"], body["model_version"]) == ("other", "1")
+    batch = client.post("/predict/batch", params={"model": "other"}, files=[("files", upload["file"])])
+    assert batch.json()["predictions"][0]["model_name"] == "other"
+    assert client.get("/model", params={"model": "other"}).json()["model_name"] == "other"
+    assert client.get("/classes", params={"model": "other"}).status_code == 200
+    unknown = client.post("/predict", params={"model": "nothing"}, files=upload)
+    assert unknown.status_code == 404
+    assert unknown.json() == {"detail": "unknown model 'nothing'; this server serves 'fashion', 'other'"}
+    assert client.get("/classes", params={"model": "nothing"}).status_code == 404
+    assert client.post("/predict", params={"model": "../x"}, files=upload).status_code == 422
