@@ -173,9 +173,15 @@ class ModelRepository:
         root = self._root()
         self._check(name)
         async with self._lock:
+            if self._closed:
+                raise LoadError("the server is shutting down")
             current = self.models.get(name)
             if current is None:
-                if name in await asyncio.to_thread(model_names, root):
+                try:
+                    folders = await asyncio.to_thread(model_names, root)
+                except RepositoryError as exc:
+                    raise LoadError(str(exc).replace(str(root), "<repository>")) from None
+                if name in folders:
                     return  # not loaded: nothing to do, as Triton answers
                 raise UnknownModelError(f"unknown model {name!r}")
             if name == self.default:

@@ -189,11 +189,12 @@ _INFER_ERRORS = _errors(400, 401, 404, 408, 413, 503, 504)
 
 
 async def _infer(request: Request, serving: ServingDep, name: str, version: str | None) -> Response:
-    _resolve(serving.repository, name, version)  # a 404 for an unknown one, before the lease
+    _resolve(serving.repository, name, version)  # a 404 for an unknown one before the body is read
+    # Read before the lease: a slow client's upload does not hold a version being unloaded.
+    body = await request.body()
     # Held until its answer: a version being unloaded meanwhile finishes this request first.
     with serving.repository.use(name, version) as served:
         predictor = served.predictor
-        body = await request.body()
         limit = serving.settings.max_batch_files
         inference = parse_request(body, request.headers.get(HEADER_LENGTH), limit, _output_names(predictor))
         every_class = len(predictor.classes)
