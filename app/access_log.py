@@ -96,7 +96,8 @@ class AccessLogMiddleware:
         if not logger.isEnabledFor(logging.INFO):
             return
         method, path = scope["method"][:16], clean_path(scope["path"])
-        name, version = self.model()
+        # The version that answered, for a prediction; else the default model's newest.
+        name, version = context.model or self.model()
         fields = {
             "request_id": context.request_id,
             "method": method,

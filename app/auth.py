@@ -26,6 +26,12 @@ from app.dependencies import loaded_settings, service_state
 from app.errors import error_content
 
 UNAUTHORIZED = "missing or invalid API key: send Authorization: Bearer <key> or X-API-Key: <key>"
+ADMIN_DISABLED = "the repository calls are disabled: the server has no FASHION_ADMIN_KEY"
+ADMIN_UNAUTHORIZED = (
+    "missing or invalid admin key: send Authorization: Bearer <admin key> or X-API-Key: <admin key>"
+)
+# Marks an operation guarded by the admin key, not the API key (``protected_posts`` skips it).
+ADMIN_OPERATION = {"x-admin-key": True}
 CHALLENGE = {"WWW-Authenticate": "Bearer"}
 
 
@@ -63,6 +69,18 @@ async def require_api_key(request: Request) -> None:
 ApiKey = Depends(require_api_key)
 
 
+async def require_admin_key(request: Request) -> None:
+    """Let a call that changes what is served through only with FASHION_ADMIN_KEY; none set, none do."""
+    settings = loaded_settings(service_state(request))
+    if settings.admin_key is None:
+        raise HTTPException(403, detail=ADMIN_DISABLED)
+    if not key_accepted(request.headers, settings.admin_key):
+        raise HTTPException(401, detail=ADMIN_UNAUTHORIZED, headers=CHALLENGE)
+
+
+AdminKey = Depends(require_admin_key)
+
+
 def protected_posts(app: FastAPI) -> Callable[[str], bool]:
     """Whether a path is one of ``app``'s POST routes that ask for the key: those whose
     OpenAPI operation documents a 401 (read once, on first use, when every route is in)."""
@@ -71,7 +89,8 @@ def protected_posts(app: FastAPI) -> Callable[[str], bool]:
     def protected(path: str) -> bool:
         if not patterns:
             for template, operations in app.openapi()["paths"].items():
-                if "401" in operations.get("post", {}).get("responses", {}):
+                post = operations.get("post", {})
+                if "401" in post.get("responses", {}) and not post.get("x-admin-key"):
                     patterns.append(
                         re.compile("^" + re.sub(r"\\{[^/]+?\\}", "[^/]+", re.escape(template)) + "$")
                     )

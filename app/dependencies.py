@@ -15,6 +15,7 @@ from app.predictor import Predictor
 from app.settings import Settings
 
 if TYPE_CHECKING:
+    from app.repository import ModelRepository
     from app.tracing import Tracing
 
 NOT_LOADED = "the model is not loaded"
@@ -22,14 +23,13 @@ NOT_LOADED = "the model is not loaded"
 
 @dataclass
 class ServiceState:
-    """What the lifespan sets up: settings (read there unless given), the predictor, the
-    inference engine, metrics."""
+    """What the lifespan sets up: settings (read there unless given), the models (each
+    version with its predictor and inference engine), metrics."""
 
     settings: Settings | None
     metrics: Metrics = field(default_factory=Metrics)
     status: Literal["loading", "ok", "error"] = "loading"
-    predictor: Predictor | None = None
-    engine: Engine | None = None
+    repository: ModelRepository | None = None
     started_at: float = field(default_factory=time.monotonic)
     tracing: Tracing | None = None  # set by the lifespan when traces are sent somewhere
     # Where spans go instead of FASHION_OTEL_ENDPOINT (tests: an in-memory exporter).
@@ -46,10 +46,22 @@ class ServiceState:
         return self.settings.body_timeout_s
 
     @property
+    def predictor(self) -> Predictor | None:
+        """The default model's newest version's predictor; None before it is loaded."""
+        served = None if self.repository is None else self.repository.newest()
+        return None if served is None else served.predictor
+
+    @property
+    def engine(self) -> Engine | None:
+        """The default model's newest version's inference engine; None before it is loaded."""
+        served = None if self.repository is None else self.repository.newest()
+        return None if served is None else served.engine
+
+    @property
     def ready(self) -> bool:
-        """The model is loaded and its inference worker takes requests (not while one restarts)."""
-        engine = self.engine
-        return self.status == "ok" and self.predictor is not None and engine is not None and engine.ready
+        """The default model has a version whose inference worker takes requests."""
+        repository = self.repository
+        return self.status == "ok" and repository is not None and repository.default_ready
 
     def api_key(self) -> SecretStr | None:
         return None if self.settings is None else self.settings.api_key
@@ -64,9 +76,9 @@ class ServiceState:
         return self.tracing
 
     def model_info(self) -> tuple[str | None, str | None]:
-        """The served model's name and version, for the access log; None before it is loaded."""
-        name = None if self.settings is None else self.settings.model_name
-        return name, None if self.predictor is None else self.predictor.version
+        """The default model's name and newest version, for the access log; None before it is loaded."""
+        served = None if self.repository is None else self.repository.newest()
+        return (None, None) if served is None else (served.name, served.version)
 
 
 def service_state(request: Request) -> ServiceState:
@@ -101,19 +113,19 @@ async def get_metrics(state: Annotated[ServiceState, Depends(get_state)]) -> Met
 @dataclass(frozen=True, slots=True)
 class Serving:
     """What a prediction needs, from one dependency: each one FastAPI solves costs the
-    event loop time on every request, and the loop is what limits a worker's throughput."""
+    event loop time on every request, and the loop is what limits a worker's throughput.
+    The route leases the version it uses from ``repository`` (``ModelRepository.use``)."""
 
-    predictor: Predictor
-    engine: Engine
+    repository: ModelRepository
     metrics: Metrics
     settings: Settings
 
 
 async def get_serving(request: Request) -> Serving:
     state = service_state(request)
-    if state.engine is None or state.predictor is None:
+    if state.repository is None:
         raise HTTPException(503, detail=NOT_LOADED)
-    return Serving(state.predictor, state.engine, state.metrics, loaded_settings(state))
+    return Serving(state.repository, state.metrics, loaded_settings(state))
 
 
 StateDep = Annotated[ServiceState, Depends(get_state)]

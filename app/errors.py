@@ -41,6 +41,10 @@ _ERRORS: dict[int, tuple[str, str]] = {
         "FASHION_API_KEY is set and the request does not carry it",
         "missing or invalid API key: send Authorization: Bearer <key> or X-API-Key: <key>",
     ),
+    404: (
+        "The model named by `model` is not served",
+        "unknown model 'shoes'; this server serves 'fashion-mnist'",
+    ),
     408: (
         "The request body did not all arrive within the body timeout",
         "the request body did not arrive within 30 s",

@@ -1,4 +1,4 @@
-"""Start-up and shut-down: read settings, load and warm up the model, report failures in one line."""
+"""Start-up and shut-down: read settings, load and warm up the models, report failures in one line."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import sys
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 import torch
 from fastapi import FastAPI
@@ -15,15 +16,15 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.dependencies import ServiceState
 from app.inference.decoders import DecoderLimits, DecoderPool
-from app.inference.engine import InferenceEngine
-from app.inference.hosts import ProcessHost, ThreadHost, mp_context
-from app.inference.supervisor import WorkerHost
-from app.inference.worker import Worker, WorkerConfig
+from app.inference.hosts import mp_context
 from app.logs import configure_logging
-from app.predictor import DeviceError, Predictor
-from app.settings import SettingsError, load_settings
+from app.predictor import DeviceError
+from app.repository import ModelRepository, ServedVersion
+from app.repository.start import Shared
+from app.settings import Settings, SettingsError, load_settings
 from app.tracing import Tracing, otlp_exporter
 from models.checkpoint import CheckpointError
+from models.repository import CHECKPOINT, RepositoryError, model_names, model_versions
 
 logger = logging.getLogger("app")
 GIL_SWITCH_INTERVAL_S = 0.0005
@@ -44,13 +45,16 @@ def configure_threads(torch_threads: int) -> None:
     sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
 
 
-def describe(predictor: Predictor) -> str:
+def describe(served: ServedVersion) -> str:
+    predictor = served.predictor
     loaded = predictor.loaded
     accuracy = loaded.metrics.get("test_accuracy")
+    # A repository's version is a number: the file's own hash says which file it is.
+    checksum = f" sha256={loaded.version}" if served.version != loaded.version else ""
     return (
         f"model ready: device={predictor.device} arch={loaded.arch} "
-        f"parameters={predictor.num_parameters:,} version={loaded.version} "
-        f"test_accuracy={'unknown' if accuracy is None else f'{accuracy:.4f}'}"
+        f"parameters={predictor.num_parameters:,} version={served.version} "
+        f"test_accuracy={'unknown' if accuracy is None else f'{accuracy:.4f}'} model={served.name}{checksum}"
     )
 
 
@@ -75,47 +79,62 @@ def stop_tracing(state: ServiceState) -> None:
         tracing.shutdown()  # what is still buffered is sent
 
 
+def choose_default(settings: Settings) -> str:
+    """The model /predict serves: FASHION_DEFAULT_MODEL, or the repository's only one."""
+    if settings.model_repository is None:
+        return settings.model_name
+    if "model_path" in settings.model_fields_set:
+        raise SettingsError("set FASHION_MODEL_REPOSITORY or FASHION_MODEL_PATH, not both")
+    root = settings.model_repository
+    try:
+        names = model_names(root)
+    except RepositoryError as exc:
+        raise SettingsError(str(exc)) from None
+    choices = ", ".join(names) or "none"
+    if settings.default_model is not None:
+        if settings.default_model not in names:
+            raise SettingsError(
+                f"FASHION_DEFAULT_MODEL={settings.default_model}: no such model in {root}; it has {choices}"
+            )
+        name = settings.default_model
+    elif len(names) == 1:
+        name = names[0]
+    elif not names:
+        raise SettingsError(f"{root}: no models in the repository (expected <name>/<version>/{CHECKPOINT})")
+    else:
+        raise SettingsError(
+            f"{root} has several models ({choices}): set FASHION_DEFAULT_MODEL to one of them"
+        )
+    if not model_versions(root, name):
+        raise SettingsError(
+            f"{root / name}: the default model has no versions (expected <version>/{CHECKPOINT})"
+        )
+    return name
+
+
+def checkpoints_to_serve(settings: Settings) -> list[Path]:
+    """Every checkpoint start-up will load; SettingsError when the repository has no default."""
+    if settings.model_repository is None:
+        return [settings.model_path]
+    choose_default(settings)
+    root = settings.model_repository
+    return [path for name in model_names(root) for path in model_versions(root, name).values()]
+
+
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-    """Load the model before the first request; any failure stops the server."""
+    """Load every model version before the first request; any failure stops the server."""
     state: ServiceState = app.state.service
     state.started_at = time.monotonic()
     try:
         state.settings = state.settings or load_settings()
         configure_logging(state.settings.log_level, state.settings.log_format)
         configure_threads(state.settings.torch_threads)
-        # Blocking on purpose: nothing is served until the model is ready.
-        predictor = Predictor.load(
-            state.settings.model_path,
-            state.settings.device,
-            state.settings.max_image_pixels,
-            state.settings.flip_average,
-            state.settings.ood_threshold,
-        )
-    except (SettingsError, CheckpointError, DeviceError) as exc:
+        default = choose_default(state.settings)
+    except SettingsError as exc:
         state.status = "error"
         raise StartupError(f"cannot start: {exc}") from None
-    state.metrics.set_model(predictor)
     settings = state.settings
-    max_wait_s = settings.max_batch_wait_ms / 1000
-    host: WorkerHost
-    if settings.inference_process:
-        config = WorkerConfig(
-            model_path=str(settings.model_path),
-            device=settings.device,
-            max_image_pixels=settings.max_image_pixels,
-            flip_average=settings.flip_average,
-            ood_threshold=settings.ood_threshold,
-            torch_threads=settings.torch_threads,
-            max_batch_size=settings.max_batch_size,
-            max_wait_s=max_wait_s,
-            version=predictor.version,
-            log_level=settings.log_level,
-            log_format=settings.log_format,
-        )
-        host = ProcessHost(config)
-    else:
-        host = ThreadHost(lambda: Worker(predictor, settings.max_batch_size, max_wait_s))
     limits = DecoderLimits(
         settings.decode_cpu_s,
         settings.decode_memory_mb * 2**20,
@@ -124,22 +143,21 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         settings.log_format,
     )
     decoding = state.metrics.decode_time.labels("decoder")
-    engine = InferenceEngine(
-        predictor.classes,
-        state.metrics,
-        host,
-        DecoderPool(settings.decode_processes, limits, mp_context(), decoding.observe),
-        max_queue=settings.max_queue,
-        timeout_s=settings.request_timeout_s,
-        tracing=start_tracing(state),
-    )
+    decoders = DecoderPool(settings.decode_processes, limits, mp_context(), decoding.observe)
+    shared = Shared(settings, state.metrics, decoders, start_tracing(state))
+    single = None if settings.model_repository is not None else settings.model_path
+    repository = ModelRepository(shared, settings.model_repository, default, single)
+    await decoders.start()
     try:
-        await engine.start()
-    except CheckpointError as exc:
+        # Blocking on purpose: nothing is served until every version is ready.
+        await repository.start()
+    except (CheckpointError, DeviceError, RepositoryError) as exc:
         state.status = "error"
+        await repository.aclose()
+        await decoders.aclose()
         stop_tracing(state)
         raise StartupError(f"cannot start: {exc}") from None
-    state.predictor, state.engine = predictor, engine
+    state.repository = repository
     # What start-up loaded (torch, the app, the model: some 220,000 objects) lives as long
     # as the process. Frozen, the garbage collector's full passes under load skip it.
     # Measured here at concurrency 64: without it those passes added about 0.7 s of pauses
@@ -147,13 +165,16 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     gc.collect()
     gc.freeze()
     state.status = "ok"
-    logger.info(describe(predictor))
+    for versions in repository.models.values():
+        for served in versions.values():
+            logger.info(describe(served))
     try:
         yield
     finally:
         logger.info("shutting down")
-        state.engine = None
-        await engine.aclose()  # what the worker holds is answered first
+        state.repository = None
+        await repository.aclose()  # what each worker holds is answered first
+        await decoders.aclose()
         stop_tracing(state)
         gc.unfreeze()  # collectable again, for a process that goes on (tests start many apps)
 

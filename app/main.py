@@ -20,7 +20,7 @@ from app.errors import UnexpectedErrorMiddleware, install_error_handlers
 from app.head import HeadAsGetMiddleware
 from app.lifespan import StartupErrorReporter, lifespan
 from app.metrics import MetricsMiddleware
-from app.routes import health, metrics, model, page, predict, v2
+from app.routes import health, metrics, model, page, predict, repository, v2
 from app.settings import Settings
 from app.tracing import TracingMiddleware
 from app.upload_limit import UploadLimitMiddleware
@@ -55,7 +55,15 @@ def create_app(settings: Settings | None = None, span_exporter: Any = None) -> F
     state = ServiceState(settings=settings, span_exporter=span_exporter)
     app.state.service = state
     install_error_handlers(app)
-    for router in (predict.router, v2.router, model.router, health.router, metrics.router, page.router):
+    for router in (
+        predict.router,
+        v2.router,
+        repository.router,
+        model.router,
+        health.router,
+        metrics.router,
+        page.router,
+    ):
         app.include_router(router)
     app.mount("/static", page.static_files(), name="static")
     # Added last = outermost: metrics see every request, 408s, 413s and 500s included, and

@@ -1,4 +1,5 @@
-"""Prometheus metrics: requests and latency per route, predictions per class, the model.
+"""Prometheus metrics: requests and latency per route, predictions per model, version and
+class, the models served.
 
 Each app has its own CollectorRegistry, so several apps in one process (tests) never
 share or collide on counters. With ``--workers N`` each worker counts its own requests.
@@ -6,6 +7,7 @@ share or collide on counters. With ``--workers N`` each worker counts its own re
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Iterable
 
@@ -34,16 +36,22 @@ class Metrics:
         )
         self.predictions = Counter(
             "fashion_predictions",
-            "Images classified, by predicted class",
-            ["class_name"],
+            "Images classified, by model, version and predicted class",
+            ["model", "model_version", "class_name"],
             registry=self.registry,
         )
         self.out_of_distribution = Counter(
             "fashion_out_of_distribution_predictions",
-            "Images classified whose out-of-distribution score was past the threshold",
+            "Images classified whose out-of-distribution score was past the threshold, by model and version",
+            ["model", "model_version"],
             registry=self.registry,
         )
-        self.model = Info("fashion_model", "The model being served", registry=self.registry)
+        self.model = Info(
+            "fashion_model",
+            "The model versions being served, one series each",
+            ["model", "model_version"],
+            registry=self.registry,
+        )
         # Dynamic batching (app/inference/batching.py): how full the forward passes are, and where time goes.
         self.batch_size = Histogram(
             "fashion_batch_size",
@@ -79,10 +87,10 @@ class Metrics:
             registry=self.registry,
         )
 
-    def set_model(self, predictor: Predictor) -> None:
+    def set_model(self, name: str, version: str, predictor: Predictor) -> None:
         loaded = predictor.loaded
         accuracy = loaded.metrics.get("test_accuracy")
-        self.model.info(
+        self.model.labels(name, version).info(
             {
                 "version": loaded.version,
                 "arch": loaded.arch,
@@ -91,14 +99,20 @@ class Metrics:
                 "test_accuracy": "" if accuracy is None else f"{accuracy:.4f}",
             }
         )
-        for name in predictor.classes:
-            self.predictions.labels(name)  # every class shows, at 0, from the start
+        for class_name in predictor.classes:
+            self.predictions.labels(name, version, class_name)  # every class shows, at 0, from the start
+        self.out_of_distribution.labels(name, version)
 
-    def count_predictions(self, predictions: Iterable[Prediction]) -> None:
+    def remove_model(self, name: str, version: str) -> None:
+        """An unloaded version leaves the model series; its predictions' counts stay."""
+        with contextlib.suppress(KeyError):
+            self.model.remove(name, version)
+
+    def count_predictions(self, predictions: Iterable[Prediction], name: str, version: str) -> None:
         for prediction in predictions:
-            self.predictions.labels(prediction.top[0].name).inc()
+            self.predictions.labels(name, version, prediction.top[0].name).inc()
             if prediction.out_of_distribution:
-                self.out_of_distribution.inc()
+                self.out_of_distribution.labels(name, version).inc()
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

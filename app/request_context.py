@@ -25,6 +25,7 @@ _VALID = re.compile(rb"[A-Za-z0-9._:-]{1,%d}" % MAX_LENGTH)
 class RequestContext:
     request_id: str
     predictions: Sequence[Prediction] = ()
+    model: tuple[str, str] | None = None  # the name and version that made them
 
 
 _current: ContextVar[RequestContext | None] = ContextVar("request", default=None)
@@ -54,11 +55,13 @@ def current_id() -> str | None:
     return None if context is None else context.request_id
 
 
-def note_predictions(predictions: Sequence[Prediction]) -> None:
-    """Keep the request's predictions for its access line (the class and confidence of each)."""
+def note_predictions(predictions: Sequence[Prediction], model: tuple[str, str] | None = None) -> None:
+    """Keep the request's predictions, and the model name and version that made them, for its
+    access line (the class and confidence of each)."""
     context = _current.get()
     if context is not None:
         context.predictions = predictions
+        context.model = model
 
 
 class RequestIdFilter(logging.Filter):

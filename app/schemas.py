@@ -13,6 +13,10 @@ from app.predictor import Prediction, ScoredClass
 from models.checkpoint import FASHION_MNIST_CLASSES
 
 VERSION_EXAMPLE = "3f2a9c01d4e5"
+MODEL_VERSION_HELP = (
+    "the version that made it: its number in the model repository, or with a single checkpoint "
+    "(FASHION_MODEL_PATH) the first 12 hex digits of the file's SHA-256"
+)
 CLASSES_EXAMPLE = list(FASHION_MNIST_CLASSES)
 
 
@@ -59,6 +63,7 @@ PREDICTION_EXAMPLE: dict[str, Any] = {
     "preprocessing": {"original_size": [28, 28], "inverted": False},
     "ood_score": -1.37,
     "out_of_distribution": False,
+    "model_name": "fashion-mnist",
     "model_version": VERSION_EXAMPLE,
 }
 # A real 28x28 PNG (a boot-like shape), small enough to read in /docs.
@@ -93,7 +98,8 @@ class PredictionResponse(BaseModel):
         description="true when ood_score is past the threshold: the picture does not look like any "
         "of the classes, whatever class_name says (absent when the model has no fitted score)",
     )
-    model_version: str = Field(description="first 12 hex digits of the model file's SHA-256")
+    model_name: str = Field(description="the model that made the prediction")
+    model_version: str = Field(description=MODEL_VERSION_HELP)
     input_image: str | None = Field(
         None,
         description="with include_input=true only: the 28x28 grayscale the model saw, before "
@@ -103,7 +109,7 @@ class PredictionResponse(BaseModel):
     model_config = _example({**PREDICTION_EXAMPLE, "input_image": INPUT_IMAGE_EXAMPLE})
 
     @classmethod
-    def build(cls, prediction: Prediction, model_version: str) -> PredictionResponse:
+    def build(cls, prediction: Prediction, model_name: str, model_version: str) -> PredictionResponse:
         def score(item: ScoredClass) -> ClassScore:
             # Six decimals are plenty for a probability and keep the JSON readable.
             return ClassScore(
@@ -124,6 +130,7 @@ class PredictionResponse(BaseModel):
             ),
             ood_score=None if prediction.ood_score is None else round(prediction.ood_score, 4),
             out_of_distribution=prediction.out_of_distribution,
+            model_name=model_name,
             model_version=model_version,
             input_image=None if prediction.input_image is None else png_data_url(prediction.input_image),
         )
@@ -143,12 +150,19 @@ class ClassesResponse(BaseModel):
 
 class HealthResponse(BaseModel):
     status: Literal["ok"]
-    model_version: str
+    model_name: str = Field(description="the default model, which /predict serves")
+    model_version: str = Field(description="its newest ready version, which /predict uses")
     device: str
     uptime_s: float = Field(description="seconds since the service started")
 
     model_config = _example(
-        {"status": "ok", "model_version": VERSION_EXAMPLE, "device": "cpu", "uptime_s": 42.7}
+        {
+            "status": "ok",
+            "model_name": "fashion-mnist",
+            "model_version": VERSION_EXAMPLE,
+            "device": "cpu",
+            "uptime_s": 42.7,
+        }
     )
 
 
@@ -181,9 +195,32 @@ class OODInfo(BaseModel):
     )
 
 
-class ModelInfoResponse(BaseModel):
-    """What the checkpoint says about itself."""
+MODEL_INFO_EXAMPLE: dict[str, Any] = {
+    "model_name": "fashion-mnist",
+    "model_version": VERSION_EXAMPLE,
+    "version": VERSION_EXAMPLE,
+    "sha256": VERSION_EXAMPLE + "0" * 52,
+    "arch": "cnn",
+    "model_args": {"num_classes": 10},
+    "num_parameters": 235_834,
+    "classes": CLASSES_EXAMPLE,
+    "input": {"height": 28, "width": 28, "channels": 1, "mean": [0.286], "std": [0.353]},
+    "metrics": {"test_accuracy": 0.9312, "test_loss": 0.2011, "train_seconds": 1412.5},
+    "train_args": {"arch": "cnn", "epochs": 30, "lr": 0.1, "data_dir": "fashion-mnist"},
+    "created_at": "2026-11-27T01:30:00+00:00",
+    "format_version": 1,
+    "flip_average": True,
+    "temperature": 0.618,
+    "ood": {"method": "mahalanobis+energy", "threshold": 3.24, "validation_flag_rate": 0.03},
+    "device": "cpu",
+}
 
+
+class ModelInfoResponse(BaseModel):
+    """What the checkpoint says about itself, and the name and version it is served as."""
+
+    model_name: str = Field(description="the model's name (on the V2 routes too)")
+    model_version: str = Field(description=MODEL_VERSION_HELP)
     version: str = Field(description="first 12 hex digits of the model file's SHA-256")
     sha256: str
     arch: str
@@ -205,23 +242,24 @@ class ModelInfoResponse(BaseModel):
     ood: OODInfo | None = Field(description="the out-of-distribution score; null when the model has none")
     device: str
 
+    model_config = _example(MODEL_INFO_EXAMPLE)
+
+
+class ModelVersions(BaseModel):
+    name: str
+    versions: list[ModelInfoResponse] = Field(description="the loaded versions, oldest first")
+
+
+class ModelListResponse(BaseModel):
+    """Every model served, each version with its metadata."""
+
+    default_model: str = Field(description="the model /predict, the page and /model serve")
+    models: list[ModelVersions]
+
     model_config = _example(
         {
-            "version": VERSION_EXAMPLE,
-            "sha256": VERSION_EXAMPLE + "0" * 52,
-            "arch": "cnn",
-            "model_args": {"num_classes": 10},
-            "num_parameters": 235_834,
-            "classes": CLASSES_EXAMPLE,
-            "input": {"height": 28, "width": 28, "channels": 1, "mean": [0.286], "std": [0.353]},
-            "metrics": {"test_accuracy": 0.9312, "test_loss": 0.2011, "train_seconds": 1412.5},
-            "train_args": {"arch": "cnn", "epochs": 30, "lr": 0.1, "data_dir": "fashion-mnist"},
-            "created_at": "2026-11-27T01:30:00+00:00",
-            "format_version": 1,
-            "flip_average": True,
-            "temperature": 0.618,
-            "ood": {"method": "mahalanobis+energy", "threshold": 3.24, "validation_flag_rate": 0.03},
-            "device": "cpu",
+            "default_model": "fashion-mnist",
+            "models": [{"name": "fashion-mnist", "versions": [MODEL_INFO_EXAMPLE]}],
         }
     )
 

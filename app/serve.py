@@ -71,8 +71,10 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit("error: --workers must be at least 1")
     # Imported here, not at the top: each worker re-imports this module when it starts,
     # and uvicorn restarts a worker that is still importing torch after a few seconds.
+    from app.lifespan import checkpoints_to_serve
     from app.predictor import DeviceError, resolve_device
     from models.checkpoint import CheckpointError, load_checkpoint
+    from models.repository import RepositoryError
 
     # Checked here once, before any worker starts: uvicorn would otherwise restart
     # workers that die on a bad model file, over and over. Cheapest first: the settings,
@@ -84,8 +86,9 @@ def main(argv: list[str] | None = None) -> None:
         except DeviceError as exc:
             raise PreCheckError(f"FASHION_DEVICE={settings.device}: {exc}; use auto or cpu") from None
         check_port(args.host, args.port)
-        load_checkpoint(settings.model_path)
-    except (SettingsError, PreCheckError, CheckpointError) as exc:
+        for path in checkpoints_to_serve(settings):
+            load_checkpoint(path)
+    except (SettingsError, PreCheckError, CheckpointError, RepositoryError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
     if args.host not in LOOPBACK and settings.api_key is None:

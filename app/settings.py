@@ -150,6 +150,25 @@ class Settings(BaseSettings):
     api_key: SecretStr | None = Field(
         None, description="when set, /predict*, /model and /metrics need it as a Bearer token or X-API-Key"
     )
+    # A folder of models and versions, laid out as Triton's (models/repository.py); unset, the
+    # one checkpoint of model_path is served under model_name.
+    model_repository: Path | None = Field(
+        None,
+        description="a model repository, <repository>/<model name>/<version>/model.pth: every version "
+        "is served and models can be loaded and unloaded live; unset: FASHION_MODEL_PATH alone",
+    )
+    default_model: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$",
+        description="the repository's model that /predict, the page and unversioned calls use "
+        "(unset: the only one)",
+    )
+    # Its own key: these calls change what every client is served.
+    admin_key: SecretStr | None = Field(
+        None,
+        description="key for the /v2/repository calls (load, unload, index), as a Bearer token or "
+        "X-API-Key; unset: those calls answer 403",
+    )
     # Off by default: the web page is served by the app itself, so only another site's
     # scripts need CORS, and each such origin should be named.
     cors_origins: Annotated[tuple[str, ...], NoDecode] = Field(

@@ -32,6 +32,7 @@ class LoadResult:
     p95_ms: float
     p99_ms: float
     generator_cpu_s: float  # CPU time wrk itself used
+    non_2xx: int = 0  # of the errors, the answers that were not 2xx (the rest: socket errors)
 
     @property
     def rps(self) -> float:
@@ -115,6 +116,7 @@ def run_wrk(
         p95_ms=report["p95_us"] / 1e3,
         p99_ms=report["p99_us"] / 1e3,
         generator_cpu_s=cpu,
+        non_2xx=report["status"],
     )
 
 

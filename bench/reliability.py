@@ -15,7 +15,9 @@ Each check runs against ``fashion-serve`` on the shipped model, started for it:
    batches while wrk measures the small requests;
 7. the frozen inference process (bench/frozen_worker.py): SIGSTOP under load, time to recover;
 8. slowloris (bench/slowloris.py): 200 connections trickling request heads while wrk measures;
-9. bad checkpoints (bench/bad_checkpoints.py): each refused by fashion-serve in one line.
+9. bad checkpoints (bench/bad_checkpoints.py): each refused by fashion-serve in one line;
+10. live model changes (bench/repository_drill.py): versions added, removed, refused and
+    restored under wrk, then load/unload cycles for memory.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from bench.bad_inputs import corpus, run_case
 from bench.cpu_bomb import CPU_SECONDS, QUICK_CPU_SECONDS
 from bench.fuzz import FuzzResult, run_cli
 from bench.reliability_report import load_average, machine, write_report
+from bench.repository_drill import RepositoryDrillResult, repository_drill
 from bench.server_process import ServerProcess, free_port
 from bench.shutdown import ShutdownResult, drill
 from bench.soak import SHIPPED_MODEL, SoakResult, soak_fresh_server
@@ -145,6 +148,8 @@ def main(argv: list[str] | None = None) -> None:
         attacks: AttackResults = run_attacks(args.model, workdir, cpu_seconds=args.cpu_bomb_seconds)
         print("bad checkpoints ...", flush=True)
         checkpoints = bad_checkpoints(args.model, workdir)
+        print("live model changes ...", flush=True)
+        repository: RepositoryDrillResult = repository_drill(args.model, workdir)
     context |= {
         "load_average_at_end": load_average(),
         "minutes": round((time.monotonic() - started) / 60, 1),
@@ -152,7 +157,7 @@ def main(argv: list[str] | None = None) -> None:
         "command": "python -m bench.reliability" + (" --quick" if args.quick else ""),
         "body_timeout_s": BODY_TIMEOUT_S,
     }
-    write_report(args.output, context, bad, fuzzed, soaked, shutdown, attacks, checkpoints)
+    write_report(args.output, context, bad, fuzzed, soaked, shutdown, attacks, checkpoints, repository)
     failed = [
         name
         for name, ok in [
@@ -165,6 +170,7 @@ def main(argv: list[str] | None = None) -> None:
             ("frozen inference process", attacks.frozen.ok),
             ("slowloris", attacks.slowloris.ok),
             *[(f"checkpoint ({case.name})", case.ok) for case in checkpoints],
+            ("live model changes", repository.ok),
         ]
         if not ok
     ]

@@ -13,12 +13,14 @@ from typing import TYPE_CHECKING, Any
 from app.http_protocol import HEAD_TIMEOUT_S
 from bench import cpu_bomb, frozen_worker, memory_bombs, slowloris
 from bench.bad_checkpoints import CheckpointCase
+from bench.repository_report import repository_row, repository_section
 
 if TYPE_CHECKING:
     from bench.attacks import AttackResults
     from bench.fuzz import FuzzResult
     from bench.memory_bombs import MemoryResult
     from bench.reliability import BadUploadResult
+    from bench.repository_drill import RepositoryDrillResult
     from bench.shutdown import ShutdownResult
     from bench.soak import SoakResult
 
@@ -72,6 +74,7 @@ def write_report(
     shutdown: ShutdownResult,
     attacks: AttackResults,
     checkpoints: list[CheckpointCase],
+    repository: RepositoryDrillResult,
 ) -> None:
     passed = sum(case.ok for case in bad.cases)
     versions = ", ".join(f"{name} {version}" for name, version in context["versions"].items())
@@ -103,6 +106,7 @@ def write_report(
         f"| Bad checkpoints | {sum(case.ok for case in checkpoints)}/{len(checkpoints)} refused by "
         f"fashion-serve in one line, exit status 2, before a port opened | "
         f"{_mark(all(case.ok for case in checkpoints))} |",
+        repository_row(repository),
         "",
         "## Bad uploads",
         "",
@@ -181,6 +185,7 @@ def write_report(
     lines += [f"- {failure}" for failure in shutdown.failures]
     lines += _attack_sections(attacks)
     lines += _checkpoint_section(checkpoints)
+    lines += repository_section(repository)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(lines).rstrip("\n") + "\n")
 

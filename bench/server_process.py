@@ -128,10 +128,13 @@ class ServerProcess:
 
 
 @contextlib.contextmanager
-def fashion_serve(model: Path, log: Path, **settings: object) -> Iterator[ServerProcess]:
-    """A fresh ``fashion-serve`` serving ``model`` on the CPU, ready; each keyword a FASHION_
-    setting (log_level="info"). Stopped, with everything it started, on exit."""
-    env = {"FASHION_MODEL_PATH": str(model), "FASHION_DEVICE": "cpu", "FASHION_LOG_LEVEL": "warning"}
+def fashion_serve(model: Path | None, log: Path, **settings: object) -> Iterator[ServerProcess]:
+    """A fresh ``fashion-serve`` serving ``model`` (None: a model_repository setting) on the
+    CPU, ready; each keyword a FASHION_ setting (log_level="info"). Stopped, with everything
+    it started, on exit."""
+    env = {"FASHION_DEVICE": "cpu", "FASHION_LOG_LEVEL": "warning"}
+    if model is not None:
+        env["FASHION_MODEL_PATH"] = str(model)
     env |= {f"FASHION_{name.upper()}": str(value) for name, value in settings.items()}
     port = free_port()
     server = ServerProcess("fashion-serve", ["-m", "app.serve", "--port", str(port)], port, log, env)

@@ -11,6 +11,7 @@ from typing import Any, NoReturn
 
 from models.networks import ARCHITECTURES, DEFAULT_ARCH
 from training.data import DEFAULT_CACHE_DIR
+from training.publish import model_name
 
 # The training job's network arguments for each architecture, under any --model-args.
 # The CNN's head keeps a 7x7 layout: at 10 epochs it matched global pooling's validation
@@ -274,6 +275,17 @@ def get_args_parser() -> argparse.ArgumentParser:
         help="checkpoint to write; its metrics and plots go beside it (default: "
         "runs/<date>-<time>/model.pth, a new folder each run; never the shipped models/model.pth "
         "unless named)",
+    )
+    run.add_argument(
+        "--repository",
+        help="a model repository to publish into, as the next version of --model-name: "
+        "<repository>/<model name>/<version>/model.pth, written atomically (default: none; see --output)",
+    )
+    run.add_argument(
+        "--model-name",
+        type=model_name,
+        default="fashion-mnist",
+        help="the model's name in --repository (default: fashion-mnist)",
     )
     run.add_argument(
         "--device",

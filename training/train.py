@@ -50,6 +50,7 @@ from training.distributed import (
     shard,
 )
 from training.optimization import ema_with_warmup, make_optimizer
+from training.publish import publish_output, staging_output
 
 logger = logging.getLogger("training")
 # Where runs write when --output is not given (relative to the working directory).
@@ -267,6 +268,8 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
     resolve_recipe(args, len(train_images))
     # After the data, so a data error leaves no empty run folder; before the training, so an
     # output that cannot be written is found now, not after it.
+    if args.repository is not None and (args.output is None or not args.resume):
+        args.output = str(staging_output(args, world.is_main))  # written out, as below
     if args.output is None:  # written out, so a resumed run writes to the same place
         args.output = str(new_run_folder(create=world.is_main) / "model.pth")
     output = Path(args.output)
@@ -436,10 +439,17 @@ def main(args: argparse.Namespace) -> dict[str, Any]:
             parallel,
         )
         resume_path.unlink(missing_ok=True)
-        link_latest(output)
-        print(
-            f"model written to {output}; serve it with: FASHION_MODEL_PATH={output} .venv/bin/fashion-serve"
-        )
+        if args.repository is not None:
+            output = publish_output(args, output)
+            print(
+                f"model written to {output}, version {output.parent.name} of {args.model_name}; serve it "
+                f"with FASHION_MODEL_REPOSITORY={args.repository}, or load it into a running server with "
+                f"POST /v2/repository/models/{args.model_name}/load"
+            )
+        else:
+            link_latest(output)
+            serve = f"FASHION_MODEL_PATH={output} .venv/bin/fashion-serve"
+            print(f"model written to {output}; serve it with: {serve}")
     barrier(world)
     finish(world)
     return metrics

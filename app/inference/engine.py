@@ -73,6 +73,7 @@ class InferenceEngine:
         max_queue: int = 1024,
         timeout_s: float = 30.0,
         tracing: Tracing | None = None,
+        owns_decoders: bool = True,
     ) -> None:
         if max_queue < 1 or timeout_s <= 0:
             raise ValueError("max_queue must be at least 1 and timeout_s more than 0")
@@ -82,6 +83,8 @@ class InferenceEngine:
         self.max_queue = max_queue
         self.timeout_s = timeout_s
         self.tracing = tracing
+        # Engines of several model versions share one pool: only its owner starts and stops it.
+        self.owns_decoders = owns_decoders
         self._decode_in_worker = metrics.decode_time.labels("worker")
         self.supervisor = Supervisor(host, self._on_messages, self._on_lost)
         self._ids = itertools.count()
@@ -110,11 +113,13 @@ class InferenceEngine:
 
     async def start(self) -> None:
         """Start the decoders and the worker; CheckpointError if the worker cannot load the model."""
-        await self.decoders.start()
+        if self.owns_decoders:
+            await self.decoders.start()
         try:
             await self.supervisor.start()
         except BaseException:
-            await self.decoders.aclose()
+            if self.owns_decoders:
+                await self.decoders.aclose()
             raise
 
     async def classify(
@@ -264,7 +269,8 @@ class InferenceEngine:
         """Let the worker answer what it holds and exit; fail the rest."""
         self._closed = True
         await self.supervisor.aclose()
-        await self.decoders.aclose()
+        if self.owns_decoders:
+            await self.decoders.aclose()
         for job in self._jobs.values():
             if not job.future.done():
                 job.future.set_exception(InferenceUnavailableError("the server is shutting down"))

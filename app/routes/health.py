@@ -35,13 +35,14 @@ RESTARTING = "the inference process stopped and is restarting"
     },
 )
 async def read_health(state: StateDep) -> HealthResponse | JSONResponse:
-    """Readiness: 200 once the model is loaded and warmed up, 503 before or after a failure."""
-    if state.ready:
-        assert state.predictor is not None
+    """Readiness: 200 while the default model has a version loaded, warmed up and taking requests."""
+    served = None if state.repository is None else state.repository.newest()
+    if state.ready and served is not None:
         return HealthResponse(
             status="ok",
-            model_version=state.predictor.version,
-            device=str(state.predictor.device),
+            model_name=served.name,
+            model_version=served.version,
+            device=str(served.predictor.device),
             uptime_s=round(time.monotonic() - state.started_at, 1),
         )
     if state.status == "error":

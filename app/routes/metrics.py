@@ -16,13 +16,13 @@ EXAMPLE = "\n".join(
         "# HELP fashion_http_requests_total HTTP requests by method, route template and status code",
         "# TYPE fashion_http_requests_total counter",
         'fashion_http_requests_total{method="POST",route="/predict",status="200"} 12.0',
-        "# HELP fashion_predictions_total Images classified, by predicted class",
+        "# HELP fashion_predictions_total Images classified, by model, version and predicted class",
         "# TYPE fashion_predictions_total counter",
-        'fashion_predictions_total{class_name="Ankle boot"} 3.0',
-        "# HELP fashion_model_info The model being served",
+        'fashion_predictions_total{class_name="Ankle boot",model="fashion-mnist",model_version="2"} 3.0',
+        "# HELP fashion_model_info The model versions being served, one series each",
         "# TYPE fashion_model_info gauge",
-        'fashion_model_info{arch="cnn",device="cpu",parameters="235834",'
-        'test_accuracy="0.9312",version="3f2a9c01d4e5"} 1.0',
+        'fashion_model_info{arch="cnn",device="cpu",model="fashion-mnist",model_version="2",'
+        'parameters="235834",test_accuracy="0.9312",version="3f2a9c01d4e5"} 1.0',
         "",
     ]
 )

@@ -1,23 +1,41 @@
-"""GET /classes and /model: what the served checkpoint is."""
+"""GET /classes, /model and /models: what the served checkpoints are."""
 
 from __future__ import annotations
 
 from pathlib import PurePath
 from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, HTTPException
 
 from app.auth import ApiKey
-from app.dependencies import PredictorDep
+from app.dependencies import NOT_LOADED, ServiceState, StateDep
 from app.errors import error_responses
-from app.schemas import ClassesResponse, InputInfo, ModelInfoResponse, OODInfo
+from app.repository import ServedVersion, UnknownModelError
+from app.routes.predict import ModelName
+from app.schemas import (
+    ClassesResponse,
+    InputInfo,
+    ModelInfoResponse,
+    ModelListResponse,
+    ModelVersions,
+    OODInfo,
+)
 from models.ood import METHOD as OOD_METHOD
 
 router = APIRouter(tags=["model"])
 
 # Training arguments that hold paths on the training machine: only their last part is
 # shown, so no response reveals a directory layout.
-_PATH_ARGS = {"data_dir", "cache_dir", "output", "resume", "images", "annotations", "test_annotations"}
+_PATH_ARGS = {
+    "data_dir",
+    "cache_dir",
+    "output",
+    "resume",
+    "images",
+    "annotations",
+    "test_annotations",
+    "repository",
+}
 
 
 # Where training ran: software versions and the OS build are of no use to a client, and
@@ -41,20 +59,14 @@ def public_train_args(train_args: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-@router.get("/classes", response_model=ClassesResponse, responses=error_responses(503))
-async def read_classes(predictor: PredictorDep) -> ClassesResponse:
-    """The class names, in index order, as the checkpoint lists them."""
-    return ClassesResponse(classes=predictor.classes)
-
-
-@router.get(
-    "/model", response_model=ModelInfoResponse, responses=error_responses(401, 503), dependencies=[ApiKey]
-)
-async def read_model(predictor: PredictorDep) -> ModelInfoResponse:
-    """The checkpoint's metadata: architecture, size, classes, input, metrics, training."""
+def describe_version(served: ServedVersion) -> ModelInfoResponse:
+    """One version's metadata: what its checkpoint says, and how it is served."""
+    predictor = served.predictor
     loaded = predictor.loaded
     spec = loaded.input_spec
     return ModelInfoResponse(
+        model_name=served.name,
+        model_version=served.version,
         version=loaded.version,
         sha256=loaded.sha256,
         arch=loaded.arch,
@@ -80,4 +92,50 @@ async def read_model(predictor: PredictorDep) -> ModelInfoResponse:
             method=OOD_METHOD, threshold=predictor.ood_threshold, validation_flag_rate=predictor.ood.flag_rate
         ),
         device=str(predictor.device),
+    )
+
+
+def _newest(state: ServiceState, model: str | None) -> ServedVersion:
+    if state.repository is None:
+        raise HTTPException(503, detail=NOT_LOADED)
+    try:
+        return state.repository.resolve(model)
+    except UnknownModelError as exc:
+        raise HTTPException(404, detail=str(exc)) from None
+
+
+@router.get("/classes", response_model=ClassesResponse, responses=error_responses(404, 422, 503))
+async def read_classes(state: StateDep, model: ModelName = None) -> ClassesResponse:
+    """The model's class names (the default model's unless ``model`` names one), in index order."""
+    return ClassesResponse(classes=_newest(state, model).predictor.classes)
+
+
+@router.get(
+    "/model",
+    response_model=ModelInfoResponse,
+    responses=error_responses(401, 404, 422, 503),
+    dependencies=[ApiKey],
+)
+async def read_model(state: StateDep, model: ModelName = None) -> ModelInfoResponse:
+    """The version /predict uses (the default model's newest, or ``model``'s): its checkpoint's metadata."""
+    return describe_version(_newest(state, model))
+
+
+@router.get(
+    "/models", response_model=ModelListResponse, responses=error_responses(401, 503), dependencies=[ApiKey]
+)
+async def list_models(state: StateDep) -> ModelListResponse:
+    """Every model served, and each loaded version's metadata."""
+    if state.repository is None:
+        raise HTTPException(503, detail=NOT_LOADED)
+    repository = state.repository
+    return ModelListResponse(
+        default_model=repository.default,
+        models=[
+            ModelVersions(
+                name=name,
+                versions=[describe_version(s) for s in sorted(versions.values(), key=lambda s: s.rank)],
+            )
+            for name, versions in sorted(repository.models.items())
+        ],
     )

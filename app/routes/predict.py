@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Annotated
 
 from fastapi import APIRouter, File, HTTPException, Query, Request, UploadFile
@@ -10,9 +12,11 @@ from app.auth import ApiKey
 from app.dependencies import ServingDep
 from app.errors import error_responses, image_error
 from app.predictor import ItemError
+from app.repository import ModelRepository, ServedVersion, UnknownModelError
 from app.request_context import note_predictions
 from app.schemas import BatchPredictionResponse, PredictionResponse
 from models.preprocessing import ImageError, InvertMode
+from models.repository import NAME
 
 router = APIRouter(prefix="/predict", tags=["predict"], dependencies=[ApiKey])
 
@@ -25,6 +29,24 @@ IncludeInput = Annotated[
     bool, Query(description="also return the 28x28 grayscale the model saw, as input_image (a PNG data URL)")
 ]
 FILE_HELP = "a PNG, JPEG, WebP, BMP, GIF or TIFF image, any size"
+ModelName = Annotated[
+    str | None,
+    Query(
+        pattern=f"^{NAME.pattern}$",
+        description="a model of the repository (its newest ready version); unset: the default model",
+    ),
+]
+
+
+@contextmanager
+def leased(repository: ModelRepository, model: str | None) -> Iterator[ServedVersion]:
+    """The model's newest ready version, held until the request is done with it; 404 if unknown."""
+    try:
+        repository.resolve(model)
+    except UnknownModelError as exc:
+        raise HTTPException(404, detail=str(exc)) from None
+    with repository.use(model) as served:  # no await between: the same version
+        yield served
 
 
 async def refuse_extra_files(request: Request) -> None:
@@ -39,7 +61,7 @@ async def refuse_extra_files(request: Request) -> None:
     "",
     response_model=PredictionResponse,
     response_model_exclude_none=True,  # no input_image key unless asked for
-    responses=error_responses(400, 401, 408, 413, 415, 422, 500, 503, 504),
+    responses=error_responses(400, 401, 404, 408, 413, 415, 422, 500, 503, 504),
 )
 async def predict_image(
     request: Request,
@@ -48,20 +70,24 @@ async def predict_image(
     top_k: TopK = 3,
     invert: Invert = "auto",
     include_input: IncludeInput = False,
+    model: ModelName = None,
 ) -> PredictionResponse:
     """Classify one image."""
     # Called here rather than declared as a dependency: one fewer for FastAPI to solve.
     await refuse_extra_files(request)
     data = await file.read()
-    try:
-        # Decoding and inference run off the event loop (app.inference), so /health still
-        # answers; concurrent requests share forward passes.
-        prediction = await serving.engine.classify(data, top_k, invert, include_input)
-    except ImageError as exc:
-        raise image_error(exc) from None
-    serving.metrics.count_predictions([prediction])
-    note_predictions([prediction])
-    return PredictionResponse.build(prediction, serving.predictor.version)
+    # The model's newest version, held until its answer: a version being unloaded meanwhile
+    # finishes this request first.
+    with leased(serving.repository, model) as served:
+        try:
+            # Decoding and inference run off the event loop (app.inference), so /health still
+            # answers; concurrent requests share forward passes.
+            prediction = await served.engine.classify(data, top_k, invert, include_input)
+        except ImageError as exc:
+            raise image_error(exc) from None
+    serving.metrics.count_predictions([prediction], served.name, served.version)
+    note_predictions([prediction], (served.name, served.version))
+    return PredictionResponse.build(prediction, served.name, served.version)
 
 
 @router.post(
@@ -71,6 +97,7 @@ async def predict_image(
     responses=error_responses(
         400,
         401,
+        404,
         408,
         413,
         422,
@@ -93,21 +120,23 @@ async def predict_batch(
     serving: ServingDep,
     top_k: TopK = 3,
     invert: Invert = "auto",
+    model: ModelName = None,
 ) -> BatchPredictionResponse:
     """Classify several images in one request; one bad file fails the whole request."""
     limit = serving.settings.max_batch_files
     if len(files) > limit:
         raise HTTPException(400, detail=f"too many files: {len(files)}; at most {limit}")
     payloads = [await upload.read() for upload in files]
-    try:
-        predictions = await serving.engine.classify_many(payloads, top_k, invert)
-    except ItemError as exc:
-        name = _short_name(files[exc.index].filename)
-        raise image_error(exc.error, prefix=f"files[{exc.index}] {name}: ", batch=True) from None
-    serving.metrics.count_predictions(predictions)
-    note_predictions(predictions)
+    with leased(serving.repository, model) as served:
+        try:
+            predictions = await served.engine.classify_many(payloads, top_k, invert)
+        except ItemError as exc:
+            name = _short_name(files[exc.index].filename)
+            raise image_error(exc.error, prefix=f"files[{exc.index}] {name}: ", batch=True) from None
+    serving.metrics.count_predictions(predictions, served.name, served.version)
+    note_predictions(predictions, (served.name, served.version))
     return BatchPredictionResponse(
-        predictions=[PredictionResponse.build(p, serving.predictor.version) for p in predictions]
+        predictions=[PredictionResponse.build(p, served.name, served.version) for p in predictions]
     )
 
 

@@ -13,11 +13,11 @@ from fastapi.responses import JSONResponse
 
 from app import __version__
 from app.auth import ApiKey
-from app.dependencies import ServingDep, StateDep
+from app.dependencies import ServiceState, ServingDep, StateDep
 from app.errors import image_error
 from app.predictor import ItemError, Predictor
+from app.repository import ModelRepository, ServedVersion, UnknownModelError
 from app.request_context import note_predictions
-from app.settings import Settings
 from app.v2.codec import IMAGE, OOD_OUTPUTS, OUTPUTS, PIXELS, ProtocolError, encode_response, parse_request
 from app.v2.schemas import (
     InferenceRequest,
@@ -45,18 +45,18 @@ def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
     return {status: {"model": V2Error} for status in statuses}
 
 
-def _served(
-    settings: Settings | None, predictor: Predictor | None, name: str, version: str | None
-) -> Predictor:
-    """The served model if ``name`` (and ``version``, when given) are it; a 404 otherwise."""
-    if settings is None or predictor is None:
+def _repository(state: ServiceState) -> ModelRepository:
+    if state.repository is None:
         raise ProtocolError("the model is not loaded", status=503)
-    if name != settings.model_name:
-        raise ProtocolError(f"unknown model {name[:100]!r}; this server serves {settings.model_name!r}", 404)
-    if version is not None and version != predictor.version:
-        detail = f"unknown version {version[:100]!r} of {name!r}; it has {predictor.version!r}"
-        raise ProtocolError(detail, 404)
-    return predictor
+    return state.repository
+
+
+def _resolve(repository: ModelRepository, name: str, version: str | None) -> ServedVersion:
+    """The version a call names (the newest ready one when it names none); a 404 otherwise."""
+    try:
+        return repository.resolve(name, version)
+    except UnknownModelError as exc:
+        raise ProtocolError(str(exc), 404) from None
 
 
 @router.get("", response_model=ServerMetadata)
@@ -80,8 +80,8 @@ async def read_server_ready(state: StateDep) -> ServerReady | JSONResponse:
 
 
 async def _model_ready(state: StateDep, name: str, version: str | None) -> ModelReady | JSONResponse:
-    _served(state.settings, state.predictor, name, version)
-    if state.ready:
+    served = _resolve(_repository(state), name, version)
+    if state.status == "ok" and served.ready:
         return ModelReady(name=name, ready=True)
     return JSONResponse({"name": name, "ready": False}, status_code=503)
 
@@ -109,11 +109,13 @@ async def read_model_version_ready(
 
 
 def _metadata(state: StateDep, name: str, version: str | None) -> ModelMetadata:
-    predictor = _served(state.settings, state.predictor, name, version)
+    repository = _repository(state)
+    served = _resolve(repository, name, version)
+    predictor = served.predictor
     side = [INPUT_SIZE, INPUT_SIZE]
     return ModelMetadata(
         name=name,
-        versions=[predictor.version],
+        versions=[served.version] if version is not None else repository.versions(name),
         platform=PLATFORM,
         inputs=[
             TensorMetadata(name=IMAGE, datatype="BYTES", shape=[-1]),
@@ -187,24 +189,30 @@ _INFER_ERRORS = _errors(400, 401, 404, 408, 413, 503, 504)
 
 
 async def _infer(request: Request, serving: ServingDep, name: str, version: str | None) -> Response:
-    predictor = _served(serving.settings, serving.predictor, name, version)
+    _resolve(serving.repository, name, version)  # a 404 for an unknown one before the body is read
+    # Read before the lease: a slow client's upload does not hold a version being unloaded.
     body = await request.body()
-    limit = serving.settings.max_batch_files
-    inference = parse_request(body, request.headers.get(HEADER_LENGTH), limit, _output_names(predictor))
-    every_class = len(predictor.classes)
-    if inference.images is not None:
-        try:
-            predictions = await serving.engine.classify_many(inference.images, every_class, inference.invert)
-        except ItemError as exc:
-            detail = image_error(exc.error, prefix=f"image[{exc.index}]: ", batch=True).detail
-            raise ProtocolError(str(detail)) from None
-    else:
-        assert inference.pixels is not None
-        predictions = await serving.engine.classify_pixels(inference.pixels, inference.dtype, every_class)
-    serving.metrics.count_predictions(predictions)
-    note_predictions(predictions)
+    # Held until its answer: a version being unloaded meanwhile finishes this request first.
+    with serving.repository.use(name, version) as served:
+        predictor = served.predictor
+        limit = serving.settings.max_batch_files
+        inference = parse_request(body, request.headers.get(HEADER_LENGTH), limit, _output_names(predictor))
+        every_class = len(predictor.classes)
+        if inference.images is not None:
+            try:
+                predictions = await served.engine.classify_many(
+                    inference.images, every_class, inference.invert
+                )
+            except ItemError as exc:
+                detail = image_error(exc.error, prefix=f"image[{exc.index}]: ", batch=True).detail
+                raise ProtocolError(str(detail)) from None
+        else:
+            assert inference.pixels is not None
+            predictions = await served.engine.classify_pixels(inference.pixels, inference.dtype, every_class)
+    serving.metrics.count_predictions(predictions, served.name, served.version)
+    note_predictions(predictions, (served.name, served.version))
     content, header_length = encode_response(
-        inference, predictions, predictor.classes, (name, predictor.version)
+        inference, predictions, predictor.classes, (name, served.version)
     )
     if header_length is None:
         return Response(content, media_type="application/json")

@@ -12,6 +12,7 @@ const modelInput = document.getElementById("model-input");
 const keyForm = document.getElementById("key-form");
 const keyInput = document.getElementById("api-key");
 const keyNote = document.getElementById("key-note");
+const picker = document.getElementById("model-picker");
 
 // Relative, like every URL here: works when the app is served under a path prefix.
 const PREDICT_URL = "predict?top_k=10&include_input=true";
@@ -25,6 +26,13 @@ let previewUrl = null;
 // The API key, when the service asks for one: in this variable only, never in storage or a
 // cookie, so it leaves with the tab.
 let apiKey = null;
+// The model picked (when the service serves several); null: the service's default model.
+let model = null;
+
+// A URL of the API for the model picked.
+function forModel(url) {
+  return model ? `${url}${url.includes("?") ? "&" : "?"}model=${encodeURIComponent(model)}` : url;
+}
 
 function authHeaders() {
   return apiKey ? { Authorization: `Bearer ${apiKey}` } : {};
@@ -36,7 +44,7 @@ function listInWords(names) {
 
 // Title and lead from the served model's classes: GET /classes needs no key.
 async function showClasses() {
-  const response = await fetch("classes").catch(() => null);
+  const response = await fetch(forModel("classes")).catch(() => null);
   if (!response || !response.ok) return;
   const { classes } = await response.json();
   const fashion = classes.length === FASHION_MNIST.length && classes.every((c, i) => c === FASHION_MNIST[i]);
@@ -58,7 +66,7 @@ async function showModel() {
   const about = document.getElementById("about-status");
   let response;
   try {
-    response = await fetch("model", { headers: authHeaders() });
+    response = await fetch(forModel("model"), { headers: authHeaders() });
   } catch (err) {
     about.textContent = "The server could not be reached.";
     return false;
@@ -77,6 +85,25 @@ async function showModel() {
   return true;
 }
 
+// The model picker, shown when the service serves more than one model (GET /models, which
+// needs the key when the service has one).
+async function showModels() {
+  const response = await fetch("models", { headers: authHeaders() }).catch(() => null);
+  if (!response || !response.ok) return;
+  const { default_model: fallback, models } = await response.json();
+  if (models.length < 2) return;
+  const chosen = model || fallback;
+  picker.replaceChildren(...models.map(({ name }) => new Option(name, name, name === chosen, name === chosen)));
+  document.getElementById("model-choice").hidden = false;
+}
+
+picker.addEventListener("change", () => {
+  model = picker.value;
+  result.hidden = true;
+  showClasses();
+  showModel();
+});
+
 function renderModel(info) {
   const metrics = info.metrics || {};
   const rows = [
@@ -88,6 +115,8 @@ function renderModel(info) {
     const count = metrics.test_count ? ` on ${metrics.test_count.toLocaleString("en")} ${split} images` : "";
     rows.push(["Accuracy", `${(100 * metrics.test_accuracy).toFixed(2)}%${count}`]);
   }
+  // From a repository the version is a number, and the file's hash says which file it is.
+  if (info.model_version !== info.version) rows.push(["Model", `${info.model_name}, version ${info.model_version}`]);
   rows.push(["Version", info.version]);
   if (info.created_at) rows.push(["Trained", info.created_at.slice(0, 10)]);
   rows.push(["Input", `${info.input.width}x${info.input.height} grayscale`]);
@@ -109,6 +138,7 @@ keyForm.addEventListener("submit", async (event) => {
   event.preventDefault();
   apiKey = keyInput.value.trim() || null;
   if (await showModel()) {
+    showModels();
     keyForm.hidden = true;
     errorBox.hidden = true;
     statusLine.classList.remove("sr-only");
@@ -139,7 +169,7 @@ async function classify(file) {
   let response;
   let data = null;
   try {
-    response = await fetch(PREDICT_URL, { method: "POST", body, headers: authHeaders() });
+    response = await fetch(forModel(PREDICT_URL), { method: "POST", body, headers: authHeaders() });
     data = await response.json().catch(() => null);
   } catch (err) {
     if (request === latest) showError("The server could not be reached. Check that it is running, then try again.");
@@ -260,3 +290,4 @@ preview.addEventListener("load", () => {
 
 showClasses();
 showModel();
+showModels();

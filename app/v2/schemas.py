@@ -107,3 +107,19 @@ class InferenceResponse(BaseModel):
     model_version: str
     id: str | None = None
     outputs: list[ResponseOutput]
+
+
+class RepositoryModel(BaseModel):
+    """One entry of the model repository index (Triton's model repository extension)."""
+
+    name: str
+    version: str | None = Field(None, description="absent for a model with no version loaded")
+    state: str = Field(description="READY, or UNAVAILABLE (not loaded, or its worker restarting)")
+    reason: str = Field(description="why it is unavailable; empty when READY")
+
+
+class RepositoryLoaded(BaseModel):
+    """What a load or unload left: the model's versions now served (none after an unload)."""
+
+    name: str
+    versions: list[str]

@@ -41,12 +41,13 @@ def wait_until_ready(url: str, server: subprocess.Popen[bytes], log: Path, timeo
 
 
 @contextlib.contextmanager
-def live_server(model: Path, log: Path, **settings: str) -> Iterator[str]:
-    """``http://127.0.0.1:<port>`` of a server on ``model``, with FASHION_<NAME> ``settings``."""
+def live_server(model: Path | None, log: Path, **settings: str) -> Iterator[str]:
+    """``http://127.0.0.1:<port>`` of a server on ``model`` (None: a model_repository setting),
+    with FASHION_<NAME> ``settings``."""
     port = free_port()
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("FASHION_")},
-        "FASHION_MODEL_PATH": str(model),
+        **({} if model is None else {"FASHION_MODEL_PATH": str(model)}),
         "FASHION_DEVICE": "cpu",
         "OMP_NUM_THREADS": "1",  # a test server: leave the cores to whatever else runs
         **{f"FASHION_{name.upper()}": value for name, value in settings.items()},

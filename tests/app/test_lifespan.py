@@ -25,7 +25,8 @@ def test_start_up_logs_one_line_describing_the_model(
         version = client.get("/health").json()["model_version"]
     lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("model ready")]
     assert lines == [
-        f"model ready: device=cpu arch=cnn parameters=438 version={version} test_accuracy=0.1000"
+        f"model ready: device=cpu arch=cnn parameters=438 version={version} test_accuracy=0.1000 "
+        "model=fashion-mnist"
     ]
 
 

@@ -17,17 +17,23 @@ ENDPOINTS = {
     ("post", "/predict/batch"): "BatchPredictionResponse",
     ("get", "/classes"): "ClassesResponse",
     ("get", "/model"): "ModelInfoResponse",
+    ("get", "/models"): "ModelListResponse",
     ("get", "/health"): "HealthResponse",
     ("get", "/health/live"): "LivenessResponse",
 }
 
 MODEL = "/v2/models/{model_name}"
 VERSION = MODEL + "/versions/{model_version}"
-V2_ROUTES = {("get", "/v2"), ("get", "/v2/health/live"), ("get", "/v2/health/ready")} | {
-    (method, path + suffix)
-    for path in (MODEL, VERSION)
-    for method, suffix in (("get", ""), ("get", "/ready"), ("post", "/infer"))
-}
+V2_ROUTES = (
+    {("get", "/v2"), ("get", "/v2/health/live"), ("get", "/v2/health/ready")}
+    | {
+        (method, path + suffix)
+        for path in (MODEL, VERSION)
+        for method, suffix in (("get", ""), ("get", "/ready"), ("post", "/infer"))
+    }
+    | {("post", "/v2/repository/index")}
+    | {("post", f"/v2/repository/models/{{model_name}}/{action}") for action in ("load", "unload")}
+)
 
 
 def test_importing_the_app_loads_nothing() -> None:
@@ -80,9 +86,21 @@ def test_openapi_documents_every_endpoint_with_schemas_and_examples(client: Test
             assert "example" in content or "examples" in content, f"{method} {path} {status}: no example"
             assert schema_of(document, error)["title"] in {"ErrorResponse", "HealthProblem"}
     predict = paths["/predict"]["post"]
-    assert set(predict["responses"]) == {"200", "400", "401", "408", "413", "415", "422", "500", "503", "504"}
+    assert set(predict["responses"]) == {
+        "200",
+        "400",
+        "401",
+        "404",
+        "408",
+        "413",
+        "415",
+        "422",
+        "500",
+        "503",
+        "504",
+    }
     batch = paths["/predict/batch"]["post"]
-    assert set(batch["responses"]) == {"200", "400", "401", "408", "413", "422", "500", "503", "504"}
+    assert set(batch["responses"]) == {"200", "400", "401", "404", "408", "413", "422", "500", "503", "504"}
     assert set(paths["/health"]["get"]["responses"]) == {"200", "503"}
     parameters = {p["name"]: p for p in predict["parameters"]}
     assert parameters["top_k"]["schema"]["minimum"] == 1

@@ -78,6 +78,23 @@ def own_model_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 @pytest.fixture(scope="module")
+def repository_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A repository of two models: the shipped one (the default) and one of three classes."""
+    if not SHIPPED_MODEL.is_file():
+        pytest.skip(f"{SHIPPED_MODEL} is not there yet: run python -m training")
+    root = tmp_path_factory.mktemp("repository")
+    (root / "fashion" / "1").mkdir(parents=True)
+    shutil.copyfile(SHIPPED_MODEL, root / "fashion" / "1" / "model.pth")
+    torch.manual_seed(0)
+    args = {**TINY_CNN_ARGS, "num_classes": 3}
+    checkpoint = make_checkpoint(build_model("cnn", **args), "cnn", args, OWN_CLASSES, InputSpec())
+    save_checkpoint(checkpoint, root / "own" / "2" / "model.pth")
+    settings = {"model_repository": str(root), "default_model": "fashion"}
+    with live_server(None, root.parent / "uvicorn.log", **settings) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
 def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrowserContext]:
     """Debian's Chromium with a fresh profile, driven by Playwright."""
     if not CHROMIUM.is_file():
@@ -396,5 +413,31 @@ def test_a_model_of_three_classes_shows_them_and_the_page_asks_for_its_key(
         page.reload()
         key_form.wait_for(state="visible")
         assert page.locator("#api-key").input_value() == ""
+    finally:
+        page.close()
+
+
+def test_with_several_models_the_page_lets_the_user_pick_one(
+    browser: BrowserContext, repository_url: str, shipped_images: dict[str, tuple[bytes, str]]
+) -> None:
+    page, _, _ = open_page(browser, repository_url + "/")
+    answers: list[dict[str, object]] = []
+    page.on("response", lambda r: answers.append(r.json()) if "/predict" in r.url else None)
+    try:
+        page.wait_for_function("document.title === 'Fashion-MNIST classifier'")
+        picker = page.locator("#model-picker")
+        picker.wait_for(state="visible")
+        assert picker.locator("option").all_inner_texts() == ["fashion", "own"]
+        assert picker.input_value() == "fashion"
+        picker.select_option("own")
+        page.wait_for_function("document.title === 'Image classifier'")
+        assert page.locator("#lead").inner_text().endswith("handbag, pants or shoe?")
+        data, _ = shipped_images["test-image"]
+        upload(page, "item.png", data, "image/png")
+        page.locator("#result").wait_for(state="visible")
+        assert page.locator("#bars li .name").all_inner_texts() == OWN_CLASSES
+        page.locator("#about summary").click()
+        page.wait_for_function("document.getElementById('about-list').innerText.includes('own, version 2')")
+        assert (answers[-1]["model_name"], answers[-1]["model_version"]) == ("own", "2")
     finally:
         page.close()

@@ -328,7 +328,7 @@ def test_a_model_file_replaced_after_the_check_stops_start_up(
     def swapped(**kwargs: object) -> WorkerConfig:
         return WorkerConfig(**{**kwargs, "model_path": str(trained_checkpoint)})  # type: ignore[arg-type]
 
-    monkeypatch.setattr("app.lifespan.WorkerConfig", swapped)
+    monkeypatch.setattr("app.repository.start.WorkerConfig", swapped)
     with pytest.raises(StartupError, match="changed since start-up"), TestClient(app):
         pass
     assert app.state.service.status == "error"

@@ -34,11 +34,12 @@ def test_metrics_count_requests_latency_predictions_and_name_the_model(client: T
         metric_value(text, 'fashion_http_request_duration_seconds_count{method="POST",route="/predict"}') == 3
     )
     assert 'fashion_http_request_duration_seconds_bucket{le="0.1",method="POST",route="/predict"}' in text
-    assert metric_value(text, f'fashion_predictions_total{{class_name="{predicted}"}}') == 2
-    assert metric_value(text, 'fashion_predictions_total{class_name="Ankle boot"}') in (0, 2)
     version = client.get("/health").json()["model_version"]
-    assert f'version="{version}"' in text
-    assert 'fashion_model_info{arch="cnn",device="cpu",parameters="' in text
+    model = f'model="fashion-mnist",model_version="{version}"'
+    assert metric_value(text, f'fashion_predictions_total{{class_name="{predicted}",{model}}}') == 2
+    assert metric_value(text, f'fashion_predictions_total{{class_name="Ankle boot",{model}}}') in (0, 2)
+    assert 'fashion_model_info{arch="cnn",device="cpu",' in text
+    assert f'{model},parameters="' in text
 
 
 def test_refused_uploads_are_counted_under_their_route(tiny_checkpoint: Path) -> None:

@@ -30,7 +30,9 @@ def shipped() -> Iterator[TestClient]:
 
 def flagged_count(client: TestClient) -> float:
     text = client.get("/metrics").text
-    return float(re.search(r"^fashion_out_of_distribution_predictions_total (\S+)$", text, re.M).group(1))
+    return float(
+        re.search(r"^fashion_out_of_distribution_predictions_total\{[^}]*\} (\S+)$", text, re.M).group(1)
+    )
 
 
 def test_a_blank_picture_is_flagged_yet_still_gets_its_classes(shipped: TestClient) -> None:

@@ -52,8 +52,10 @@ def test_the_favicon_is_served_where_browsers_look_for_it(client: TestClient) ->
 
 def test_the_script_reads_the_classes_and_keeps_the_key_in_memory_only(client: TestClient) -> None:
     script = client.get("/static/app.js").text
-    assert 'fetch("classes")' in script and 'fetch("model", { headers: authHeaders() })' in script
-    assert "headers: authHeaders()" in script.split("PREDICT_URL, {", 1)[1].split("}", 1)[0]
+    assert 'fetch(forModel("classes"))' in script
+    assert 'fetch(forModel("model"), { headers: authHeaders() })' in script
+    assert 'fetch("models", { headers: authHeaders() })' in script
+    assert "headers: authHeaders()" in script.split("forModel(PREDICT_URL), {", 1)[1].split("}", 1)[0]
     for storage in ("localStorage", "sessionStorage", "document.cookie", "indexedDB"):
         assert storage not in script
 

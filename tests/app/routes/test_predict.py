@@ -27,7 +27,16 @@ def test_predict_returns_the_class_the_top_k_and_the_model_version(client: TestC
     response = client.post("/predict", files=upload(png_bytes()))
     assert response.status_code == 200
     body = response.json()
-    assert set(body) == {"class_name", "class_index", "confidence", "top_k", "preprocessing", "model_version"}
+    assert set(body) == {
+        "class_name",
+        "class_index",
+        "confidence",
+        "top_k",
+        "preprocessing",
+        "model_name",
+        "model_version",
+    }
+    assert body["model_name"] == "fashion-mnist"
     classes = client.get("/classes").json()["classes"]
     assert body["class_name"] == classes[body["class_index"]]
     assert len(body["top_k"]) == 3
