@@ -27,7 +27,7 @@ from app.inference.protocol import InferenceTimeoutError, NonFiniteOutputError, 
 from app.inference.worker import Worker
 from app.metrics import Metrics
 from app.predictor import ItemError, Predictor
-from models.preprocessing import CorruptImageError, EmptyImageError
+from models.preprocessing import CorruptImageError, EmptyImageError, Steps
 from tests.app.held_forward import SAFETY_S, HeldForward
 from tests.app.images import GARBAGE, fashion_like, png_bytes
 
@@ -184,7 +184,7 @@ def test_malformed_pixels_that_reach_the_worker_fail_their_task_and_it_carries_o
 ) -> None:
     async def main() -> None:
         async with running(predictor, timeout_s=SAFETY_S) as engine:
-            broken = Decoded(bytes(100), (28, 28), False, "float32")
+            broken = Decoded(bytes(100), Steps((28, 28), False), "float32")
             engine.supervisor.send([Task(10**9, (broken,), "false", False, 3, time.monotonic() + 60)])
             assert (await engine.classify(png_bytes())).top  # the worker is still there
 
