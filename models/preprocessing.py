@@ -13,7 +13,7 @@ import logging
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import numpy as np
 import torch
@@ -85,8 +85,7 @@ class ImageTooCostlyError(ImageError):
 TOO_MUCH_MEMORY = "the image is too costly to decode: it needs too much memory"
 
 
-@dataclass(frozen=True)
-class Steps:
+class Steps(NamedTuple):
     """What was done to a picture to make the network's input (a response's ``preprocessing``)."""
 
     original_size: tuple[int, int]  # (width, height) of the upload
@@ -291,7 +290,9 @@ def _reduce(image: Image.Image, modes: Sequence[str]) -> Image.Image:
     ``REDUCED_SIDE`` unless it has more than ``MAX_WORK_PIXELS`` that way, with box averages
     (cheap, and no aliasing); any other unchanged."""
     width, height = image.size
-    factor = max(min(width, height) // REDUCED_SIDE, math.ceil(math.sqrt(width * height / MAX_WORK_PIXELS)))
+    factor = min(width, height) // REDUCED_SIDE
+    if width * height > MAX_WORK_PIXELS:
+        factor = max(factor, math.ceil(math.sqrt(width * height / MAX_WORK_PIXELS)))
     if factor < 2 or image.mode not in modes or "transparency" in image.info:
         return image  # a transparent colour is matched exactly: not after averaging
     return image.reduce(factor)
