@@ -20,10 +20,11 @@ from bench import attack_images
 from bench.load import LoadResult, run_wrk, write_bodies
 from bench.server_process import fashion_serve
 from bench.uploads import form, post, sample_pngs
+from models.preprocessing import REDUCED_SIDE
 
 DECODE_CPU_S = 1.0  # FASHION_DECODE_CPU_S for the drill: the budget its bombs are held to
 BOMB_FILES, BOMB_CLIENTS = 40, 3
-DRAFT_SIDE = 224  # models/preprocessing.py's REDUCED_SIDE: the server drafts a big JPEG down to it
+DRAFT_SIDE = REDUCED_SIDE  # the server drafts a big JPEG down to it
 CPU_SECONDS, QUICK_CPU_SECONDS = 30.0, 10.0
 WRK_CONNECTIONS, WRK_P99_MS = 8, 250.0
 
@@ -32,7 +33,7 @@ WRK_CONNECTIONS, WRK_P99_MS = 8, 250.0
 class CpuBombResult:
     file_bytes: int
     decode_cpu_s: float  # one bomb, Image.open(...).load(), in a fresh process
-    draft_cpu_s: float  # the same after draft("L", (224, 224)), as the server decodes a big JPEG
+    draft_cpu_s: float  # the same drafted to DRAFT_SIDE, as the server decodes a big JPEG
     budget_s: float  # FASHION_DECODE_CPU_S
     load: LoadResult  # wrk's small PNGs meanwhile
     bombs: list[tuple[int | None, float]] = field(default_factory=list)  # (status, seconds) each
