@@ -1,6 +1,6 @@
 """Finding the item in a photo: the background's level and lighting are estimated from the
 picture itself and removed, and the item is cut out, so a product or phone photo looks the
-way Fashion-MNIST's pictures do (the item light on pure black, its darkest part at 255).
+way Fashion-MNIST's pictures do (the item light on pure black, its strongest part at 255).
 
 Fashion-MNIST was made from product photos on white: trimmed, scaled, negated. A real
 photo's background is never white nor flat: an off-white level, a lighting gradient, sensor

@@ -178,7 +178,9 @@ def test_a_big_picture_with_a_transparent_colour_is_matched_before_it_is_average
     assert reduced[2:-2, 8:20].min() >= 250
 
 
-def test_a_big_picture_is_reduced_before_the_rest_of_the_work(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.fixture
+def reduce_factors(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The factors Image.reduce is called with, in order."""
     factors: list[int] = []
     reduce = Image.Image.reduce
 
@@ -187,23 +189,21 @@ def test_a_big_picture_is_reduced_before_the_rest_of_the_work(monkeypatch: pytes
         return reduce(self, factor, box)
 
     monkeypatch.setattr(Image.Image, "reduce", spy)
+    return factors
+
+
+def test_a_big_picture_is_reduced_before_the_rest_of_the_work(reduce_factors: list[int]) -> None:
+    factors = reduce_factors
     to_model_image(Image.fromarray(big_product_photo(1000, 700)))
     assert factors == [700 // REDUCED_SIDE]
     to_model_image(Image.fromarray(big_product_photo(200, 150)))  # too small to gain from it
     assert factors == [6]
 
 
-def test_a_picture_of_an_extreme_shape_is_reduced_to_a_bounded_size(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_picture_of_an_extreme_shape_is_reduced_to_a_bounded_size(reduce_factors: list[int]) -> None:
     # 223 pixels wide: the side rule leaves it whole, but its 15.6 million pixels would make
     # the background's estimate cost most of a second and a quarter of a GiB.
-    factors: list[int] = []
-    reduce = Image.Image.reduce
-
-    def spy(self: Image.Image, factor: int, box: object = None) -> Image.Image:
-        factors.append(factor)
-        return reduce(self, factor, box)
-
-    monkeypatch.setattr(Image.Image, "reduce", spy)
+    factors = reduce_factors
     strip = np.full((70000, 223), 230, dtype=np.uint8)
     strip[17500:35000, 55:111] = 20
     picture, steps = model_image(Image.fromarray(strip))
