@@ -49,6 +49,7 @@ def main(argv: list[str] | None = None) -> int:
             settings.max_image_pixels,
             settings.flip_average,
             settings.ood_threshold,
+            settings.runtime,
         )
     except (SettingsError, CheckpointError, DeviceError) as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -21,9 +21,10 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from models.calibration import probabilities_and_log_partition
+from app.runtime import RuntimeName, probe_batch, select_runner
 from models.checkpoint import CheckpointError, LoadedModel, load_checkpoint
-from models.networks import class_probabilities, logits_and_features, prepare_for_inference
+from models.export import ServingGraph
+from models.networks import prepare_for_inference
 from models.preprocessing import (
     DEFAULT_MAX_PIXELS,
     INPUT_SIZE,
@@ -106,6 +107,7 @@ class Predictor:
         max_image_pixels: int,
         flip_average: bool | None = None,
         ood_threshold: float | None = None,
+        runtime: RuntimeName = "torch",
     ) -> None:
         # load_checkpoint has checked the input is the 1x28x28 the shared preprocessing makes.
         self.loaded = loaded
@@ -127,6 +129,9 @@ class Predictor:
         # Eval mode, batch norm folded into the convs, channels-last weights: the same
         # function as trained, about twice the throughput on the CPU.
         self.model = prepare_for_inference(loaded.model, self.calibration.temperature).to(device)
+        graph = ServingGraph(self.model, self.flip_average, self.ood, self.calibration.temperature)
+        probe = self.normalize(probe_batch(INPUT_SIZE)).to(device)
+        self.runner = select_runner(runtime, graph, device, probe)
         self._warm_up()
 
     @classmethod
@@ -137,17 +142,24 @@ class Predictor:
         max_image_pixels: int = DEFAULT_MAX_PIXELS,
         flip_average: bool | None = None,
         ood_threshold: float | None = None,
+        runtime: RuntimeName = "torch",
     ) -> Predictor:
-        """Load a checkpoint (weights_only), move it to the device, eval, fuse, warm up.
+        """Load a checkpoint (weights_only), move it to the device, eval, fuse, pick the
+        runtime (app.runtime), warm up.
 
         ``flip_average`` and ``ood_threshold`` None follow the checkpoint.
         """
         loaded = load_checkpoint(Path(path))
-        return cls(loaded, resolve_device(device), max_image_pixels, flip_average, ood_threshold)
+        return cls(loaded, resolve_device(device), max_image_pixels, flip_average, ood_threshold, runtime)
 
     @property
     def version(self) -> str:
         return self.loaded.version
+
+    @property
+    def runtime(self) -> str:
+        """What runs the network: torch or onnxruntime."""
+        return self.runner.name
 
     def _warm_up(self) -> None:
         # The first call pays for lazy initialisation (kernels, allocator); do it before
@@ -193,21 +205,12 @@ class Predictor:
         """N x 1 x 28 x 28 inputs (normalised, or uint8 pixels) to N x classes probabilities, on the CPU."""
         return self.predict_scored(batch)[0]
 
-    @torch.inference_mode()
     def predict_scored(self, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Calibrated N x classes probabilities and N out-of-distribution scores (None without
-        a fitted score), in one forward pass, on the CPU."""
+        a fitted score), in one pass of the runtime, on the CPU."""
         if batch.dtype == torch.uint8:
             batch = self.normalize(batch)
-        batch = batch.to(self.device, non_blocking=True)
-        # The network's logits come already divided by the temperature (prepare_for_inference).
-        if self.ood is None:
-            return class_probabilities(self.model, batch, self.flip_average).cpu(), None
-        logits, features = logits_and_features(self.model, batch, self.flip_average)
-        if logits.device.type != "cpu":
-            logits, features = logits.cpu(), features.cpu()
-        probabilities, log_partition = probabilities_and_log_partition(logits)
-        return probabilities, self.ood.score(log_partition, features, self.calibration.temperature)
+        return self.runner(batch.to(self.device, non_blocking=True))
 
     def is_out_of_distribution(self, score: float | None) -> bool | None:
         """Whether a score is past the threshold; None without a fitted score."""

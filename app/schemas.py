@@ -213,6 +213,7 @@ MODEL_INFO_EXAMPLE: dict[str, Any] = {
     "temperature": 0.618,
     "ood": {"method": "mahalanobis+energy", "threshold": 3.24, "validation_flag_rate": 0.03},
     "device": "cpu",
+    "runtime": "onnxruntime",
 }
 
 
@@ -241,6 +242,7 @@ class ModelInfoResponse(BaseModel):
     )
     ood: OODInfo | None = Field(description="the out-of-distribution score; null when the model has none")
     device: str
+    runtime: str = Field(description="what runs the network: torch, or onnxruntime (FASHION_RUNTIME)")
 
     model_config = _example(MODEL_INFO_EXAMPLE)
 

@@ -121,6 +121,13 @@ class Settings(BaseSettings):
     decode_memory_mb: int = Field(
         256, ge=64, le=65536, description="memory one decoding process may add while decoding; beyond it, 400"
     )
+    # auto: ONNX Runtime on the CPU, measured faster per image than eager torch at every batch
+    # size the worker runs (docs/BENCHMARKS.md); torch stays the reference it is checked against.
+    runtime: Literal["auto", "torch", "onnxruntime"] = Field(
+        "auto",
+        description="what runs the network: auto (onnxruntime on the CPU when installed and its export "
+        "agrees with torch, else torch), torch, or onnxruntime",
+    )
     # One: the model is sized for one thread, and a second would take the core the event
     # loop and the decoding need. Measured on 2 cores, torch's default (one per core) made
     # a lone request's forward pass three times slower from a worker thread.

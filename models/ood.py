@@ -62,7 +62,7 @@ class OODDetector:
         """N scores from N log partitions (``logsumexp(logits / T)``, views averaged) and
         N x D features (views averaged)."""
         whitened = torch.addmm(self._bias, features, self._weight)  # type: ignore[attr-defined]
-        distance = torch.linalg.vecdot(whitened, whitened)
+        distance = whitened.square().sum(1)  # not linalg.vecdot: ONNX has no such operator
         # + (energy - centre) / scale, with energy = -T log partition.
         return distance.add_(log_partition, alpha=-temperature / self.energy_scale).sub_(self._offset)  # type: ignore[attr-defined]
 

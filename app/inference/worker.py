@@ -47,6 +47,7 @@ from app.inference.messages import (
 )
 from app.logs import LogFormat, configure_logging
 from app.predictor import Predictor
+from app.runtime import RuntimeName
 from models.preprocessing import INPUT_SIZE, ImageError, Steps, unit_scale
 
 logger = logging.getLogger(__name__)
@@ -68,6 +69,7 @@ class WorkerConfig:
     max_image_pixels: int
     flip_average: bool | None
     ood_threshold: float | None
+    runtime: RuntimeName
     torch_threads: int
     max_batch_size: int
     max_wait_s: float
@@ -298,6 +300,7 @@ def run_in_process(config: WorkerConfig, sock: socket.socket) -> None:
             config.max_image_pixels,
             config.flip_average,
             config.ood_threshold,
+            config.runtime,
         )
         if predictor.version != config.version:
             raise RuntimeError(f"{config.model_path} changed since start-up (now {predictor.version})")

@@ -39,7 +39,12 @@ class Shared:
 def load_predictor(settings: Settings, path: Path) -> Predictor:
     """Load, check and warm up a checkpoint; CheckpointError or DeviceError when it cannot serve."""
     return Predictor.load(
-        path, settings.device, settings.max_image_pixels, settings.flip_average, settings.ood_threshold
+        path,
+        settings.device,
+        settings.max_image_pixels,
+        settings.flip_average,
+        settings.ood_threshold,
+        settings.runtime,
     )
 
 
@@ -53,6 +58,7 @@ def worker_host(settings: Settings, predictor: Predictor, path: Path) -> WorkerH
         max_image_pixels=settings.max_image_pixels,
         flip_average=settings.flip_average,
         ood_threshold=settings.ood_threshold,
+        runtime=settings.runtime,
         torch_threads=settings.torch_threads,
         max_batch_size=settings.max_batch_size,
         max_wait_s=max_wait_s,

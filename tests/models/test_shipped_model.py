@@ -31,8 +31,9 @@ def test_the_shipped_model_is_small_and_complete() -> None:
         assert (SHIPPED.parent / companion).is_file(), companion
 
 
+@pytest.mark.parametrize("runtime", ["torch", "onnxruntime"])
 def test_the_shipped_model_reaches_its_recorded_accuracy_on_the_real_test_set(
-    real_data_dir: Path, tmp_path: Path
+    runtime: str, real_data_dir: Path, tmp_path: Path
 ) -> None:
     loaded = load_checkpoint(SHIPPED)  # the loader the server uses, weights_only=True
     images, labels = load_fashion_mnist(prepare_fashion_mnist(real_data_dir, tmp_path / "cache"), train=False)
@@ -40,8 +41,10 @@ def test_the_shipped_model_reaches_its_recorded_accuracy_on_the_real_test_set(
     print(f"shipped model: test accuracy {figures['accuracy']:.4f}")
     assert figures["accuracy"] >= 0.940
     assert figures["accuracy"] == pytest.approx(loaded.metrics["test_accuracy"], abs=0.0005)
-    # And through the server's own predictor, on the uint8 pixels its decoder produces.
-    predictor = Predictor.load(SHIPPED, device="cpu")
+    # And through the server's own predictor, on the uint8 pixels its decoder produces, with
+    # each runtime it can serve with.
+    predictor = Predictor.load(SHIPPED, device="cpu", runtime=runtime)  # type: ignore[arg-type]
+    assert predictor.runtime == runtime
     probabilities = torch.cat([predictor.predict(batch.unsqueeze(1)) for batch in images.split(1000)])
     served = (probabilities.argmax(1) == labels).float().mean().item()
     assert served == pytest.approx(figures["accuracy"], abs=0.0005)

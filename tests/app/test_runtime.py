@@ -1,0 +1,122 @@
+"""The runtime that executes the served graph: ONNX Runtime agrees with PyTorch, or is refused."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from fastapi.testclient import TestClient
+
+from app.main import create_app
+from app.predictor import Predictor
+from app.repository.start import worker_host
+from app.runtime import PROBE_TOLERANCE, OnnxRunner, probe_batch
+from app.settings import Settings, SettingsError, load_settings
+from models.checkpoint import CheckpointError
+from tests.app.conftest import SHIPPED_MODEL
+
+
+def random_pixels(n: int, seed: int = 0) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randint(0, 256, (n, 1, 28, 28), dtype=torch.uint8, generator=generator)
+
+
+@pytest.mark.parametrize("n", [1, 5, 33])
+def test_onnxruntime_gives_torchs_probabilities_and_scores_at_any_batch_size(n: int) -> None:
+    reference = Predictor.load(SHIPPED_MODEL, device="cpu", runtime="torch")
+    exported = Predictor.load(SHIPPED_MODEL, device="cpu", runtime="onnxruntime")
+    assert (reference.runtime, exported.runtime) == ("torch", "onnxruntime")
+    assert exported.flip_average and exported.ood is not None  # the whole graph is exported
+    batch = random_pixels(n, seed=n)
+    probabilities, scores = exported.predict_scored(batch)
+    expected, expected_scores = reference.predict_scored(batch)
+    assert probabilities.shape == (n, 10) and probabilities.dtype == torch.float32
+    assert torch.allclose(probabilities, expected, rtol=0, atol=PROBE_TOLERANCE)
+    assert scores is not None and expected_scores is not None
+    assert torch.allclose(scores, expected_scores, rtol=PROBE_TOLERANCE, atol=PROBE_TOLERANCE)
+
+
+def test_onnxruntime_serves_a_checkpoint_without_a_score_and_without_mirror_averaging(
+    tiny_checkpoint: Path,
+) -> None:
+    for flip in (False, True):
+        reference = Predictor.load(tiny_checkpoint, device="cpu", flip_average=flip, runtime="torch")
+        exported = Predictor.load(tiny_checkpoint, device="cpu", flip_average=flip, runtime="onnxruntime")
+        batch = random_pixels(4)
+        probabilities, scores = exported.predict_scored(batch)
+        assert scores is None and reference.ood is None
+        assert torch.allclose(probabilities, reference.predict(batch), rtol=0, atol=PROBE_TOLERANCE)
+
+
+def test_auto_takes_onnxruntime_on_the_cpu() -> None:
+    assert Predictor.load(SHIPPED_MODEL, device="cpu", runtime="auto").runtime == "onnxruntime"
+
+
+def test_an_export_that_disagrees_is_refused_in_one_line_or_auto_falls_back_to_torch(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    honest = OnnxRunner.__call__
+
+    def off_by_a_little(self: OnnxRunner, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        probabilities, scores = honest(self, batch)
+        return probabilities + 1e-4, scores
+
+    monkeypatch.setattr(OnnxRunner, "__call__", off_by_a_little)
+    with pytest.raises(CheckpointError) as refused:
+        Predictor.load(SHIPPED_MODEL, device="cpu", runtime="onnxruntime")
+    message = str(refused.value)
+    assert "\n" not in message
+    assert message.startswith("runtime onnxruntime refused: probabilities differ from torch's")
+    assert "by up to 1.0e-04 (limit 1e-05); use runtime torch" in message
+    with caplog.at_level(logging.WARNING, logger="app.runtime"):
+        assert Predictor.load(SHIPPED_MODEL, device="cpu", runtime="auto").runtime == "torch"
+    assert "serving with torch" in caplog.text
+
+
+def test_scores_that_disagree_are_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    honest = OnnxRunner.__call__
+
+    def shifted(self: OnnxRunner, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        probabilities, scores = honest(self, batch)
+        assert scores is not None
+        return probabilities, scores * 1.001
+
+    monkeypatch.setattr(OnnxRunner, "__call__", shifted)
+    with pytest.raises(CheckpointError, match="out-of-distribution scores differ"):
+        Predictor.load(SHIPPED_MODEL, device="cpu", runtime="onnxruntime")
+
+
+def test_without_onnxruntime_installed_auto_runs_torch_and_an_explicit_choice_says_how_to_fix_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # import onnxruntime raises ImportError
+    assert Predictor.load(SHIPPED_MODEL, device="cpu", runtime="auto").runtime == "torch"
+    with pytest.raises(CheckpointError, match=r"not installed \(pip install onnxruntime\)"):
+        Predictor.load(SHIPPED_MODEL, device="cpu", runtime="onnxruntime")
+
+
+def test_the_probe_batch_is_fixed_and_covers_blank_saturated_shapes_and_noise() -> None:
+    probe = probe_batch(28)
+    assert torch.equal(probe, probe_batch(28))
+    assert probe.dtype == torch.uint8 and probe.shape == (9, 1, 28, 28)
+    assert probe[0].max() == 0 and probe[1].min() == 255
+    assert len({tuple(image.flatten().tolist()) for image in probe}) == 9
+
+
+def test_the_setting_reaches_the_worker_and_model_reports_what_runs(tiny_checkpoint: Path) -> None:
+    for runtime in ("torch", "onnxruntime"):
+        settings = Settings(model_path=tiny_checkpoint, device="cpu", runtime=runtime)
+        with TestClient(create_app(settings)) as client:
+            assert client.get("/model").json()["runtime"] == runtime
+        predictor = Predictor.load(tiny_checkpoint, device="cpu", runtime="torch")
+        host = worker_host(settings, predictor, tiny_checkpoint)
+        assert host.config.runtime == runtime  # type: ignore[attr-defined]
+
+
+def test_an_unknown_runtime_is_a_configuration_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FASHION_RUNTIME", "tensorrt")
+    with pytest.raises(SettingsError, match="runtime"):
+        load_settings()
