@@ -6,19 +6,21 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Annotated
 
-from fastapi import APIRouter, File, HTTPException, Query, Request, UploadFile
+from fastapi import APIRouter, File, HTTPException, Query, Request, Response, UploadFile
+from pydantic_core import to_json
 
-from app.auth import ApiKey
-from app.dependencies import ServingDep
+from app.dependencies import Serving, get_serving
 from app.errors import error_responses, image_error
 from app.predictor import ItemError
 from app.repository import ModelRepository, ServedVersion, UnknownModelError
 from app.request_context import note_predictions
-from app.schemas import BatchPredictionResponse, PredictionResponse
+from app.schemas import BatchPredictionResponse, PredictionResponse, prediction_content
 from models.preprocessing import ImageError, InvertMode
 from models.repository import NAME
 
-router = APIRouter(prefix="/predict", tags=["predict"], dependencies=[ApiKey])
+# No ApiKey dependency: every route here is a POST, which ApiKeyMiddleware has checked before
+# the body is read (tests/app/test_auth.py). Each dependency FastAPI solves costs every request.
+router = APIRouter(prefix="/predict", tags=["predict"])
 
 TopK = Annotated[int, Query(ge=1, le=10, description="how many of the most probable classes to list")]
 Invert = Annotated[
@@ -36,6 +38,12 @@ ModelName = Annotated[
         description="a model of the repository (its newest ready version); unset: the default model",
     ),
 ]
+
+
+def json_answer(content: object) -> Response:
+    """JSON bytes straight from the content: the route's response model documents it, and
+    FastAPI would otherwise validate and serialise a model of it on every answer."""
+    return Response(to_json(content), media_type="application/json")
 
 
 @contextmanager
@@ -66,14 +74,14 @@ async def refuse_extra_files(request: Request) -> None:
 async def predict_image(
     request: Request,
     file: Annotated[UploadFile, File(description=FILE_HELP)],
-    serving: ServingDep,
     top_k: TopK = 3,
     invert: Invert = "auto",
     include_input: IncludeInput = False,
     model: ModelName = None,
-) -> PredictionResponse:
+) -> Response:
     """Classify one image."""
-    # Called here rather than declared as a dependency: one fewer for FastAPI to solve.
+    # Called here rather than declared as dependencies: fewer for FastAPI to solve.
+    serving = await get_serving(request)
     await refuse_extra_files(request)
     data = await file.read()
     # The model's newest version, held until its answer: a version being unloaded meanwhile
@@ -87,7 +95,7 @@ async def predict_image(
             raise image_error(exc) from None
     serving.metrics.count_predictions([prediction], served.name, served.version)
     note_predictions([prediction], (served.name, served.version))
-    return PredictionResponse.build(prediction, served.name, served.version)
+    return json_answer(prediction_content(prediction, served.name, served.version))
 
 
 @router.post(
@@ -115,14 +123,15 @@ async def predict_image(
     ),
 )
 async def predict_batch(
+    request: Request,
     # min_length: the OpenAPI says minItems 1, since an empty list is sent as no part (a 422).
     files: Annotated[list[UploadFile], File(description=f"one or more images: {FILE_HELP}", min_length=1)],
-    serving: ServingDep,
     top_k: TopK = 3,
     invert: Invert = "auto",
     model: ModelName = None,
-) -> BatchPredictionResponse:
+) -> Response:
     """Classify several images in one request; one bad file fails the whole request."""
+    serving: Serving = await get_serving(request)
     limit = serving.settings.max_batch_files
     if len(files) > limit:
         raise HTTPException(400, detail=f"too many files: {len(files)}; at most {limit}")
@@ -135,9 +144,8 @@ async def predict_batch(
             raise image_error(exc.error, prefix=f"files[{exc.index}] {name}: ", batch=True) from None
     serving.metrics.count_predictions(predictions, served.name, served.version)
     note_predictions(predictions, (served.name, served.version))
-    return BatchPredictionResponse(
-        predictions=[PredictionResponse.build(p, served.name, served.version) for p in predictions]
-    )
+    contents = [prediction_content(p, served.name, served.version) for p in predictions]
+    return json_answer({"predictions": contents})
 
 
 def _short_name(filename: str | None) -> str:
