@@ -24,7 +24,9 @@ def machine_info() -> dict[str, Any]:
     )
     memory_kib = int(Path("/proc/meminfo").read_text().split()[1])
     versions = {}
-    for package in ("torch", "fastapi", "starlette", "uvicorn", "litserve", "pillow", "python-multipart"):
+    packages = ["torch", "onnxruntime", "fastapi", "starlette", "uvicorn", "litserve", "pillow"]
+    packages.append("python-multipart")
+    for package in packages:
         try:
             versions[package] = metadata.version(package)
         except metadata.PackageNotFoundError:
@@ -46,29 +48,48 @@ def machine_info() -> dict[str, Any]:
 
 
 def offline_speed(model_path: str) -> dict[str, Any]:
-    """Images/s of the served prediction on one thread and on all cores, and its FLOPs per image.
+    """Images/s of the served prediction on one thread and on all cores, for each runtime
+    installed, and its FLOPs per image.
 
-    Served: batch norm folded, channels-last and, when the checkpoint asks for it, each
-    image averaged with its mirror (two forward images per image).
+    Served: batch norm folded, the temperature folded in, each image averaged with its mirror
+    when the checkpoint asks for it (two forward images per image), the calibrated softmax and
+    the out-of-distribution score: the whole graph a runtime executes. ``threads_N`` holds the
+    figures of the runtime the server picks by default (``served_runtime``).
     """
     import torch
 
     from app.predictor import Predictor
-    from bench.model_speed import FlipAveraged, conv_macs, measure
+    from bench.model_speed import conv_macs, measure
     from models.checkpoint import load_checkpoint
 
     loaded = load_checkpoint(model_path)
     passes = 2 if loaded.flip_average else 1
     macs = passes * conv_macs(loaded.model.eval())
-    result: dict[str, Any] = {"macs": macs, "flops": 2 * macs, "flip_average": loaded.flip_average}
+    served = Predictor.load(model_path, device="cpu", runtime="auto").runtime
+    result: dict[str, Any] = {
+        "macs": macs,
+        "flops": 2 * macs,
+        "flip_average": loaded.flip_average,
+        "served_runtime": served,
+        "runtimes": {},
+    }
     for threads in (1, os.cpu_count() or 1):
         torch.set_num_threads(threads)
-        predictor = Predictor.load(model_path, device="cpu")
-        model = FlipAveraged(predictor.model) if predictor.flip_average else predictor.model
-        speeds = {batch: measure(model, batch, 2.0, channels_last=True)[1] for batch in (1, 32, 256)}
+        for runtime in ("torch", "onnxruntime"):
+            try:
+                predictor = Predictor.load(model_path, device="cpu", runtime=runtime)
+            except Exception as exc:  # not installed, or refused: the report says so
+                result["runtimes"].setdefault(runtime, {})["error"] = str(exc)
+                continue
+            runner: Any = predictor.runner
+            speeds = {batch: measure(runner, batch, 2.0, channels_last=False)[1] for batch in (1, 32, 256)}
+            result["runtimes"].setdefault(runtime, {})[f"threads_{threads}"] = {"images_per_s": speeds}
         a = torch.randn(1024, 1024)
-        best = min(_timed(lambda a=a: torch.mm(a, a)) for _ in range(20))  # type: ignore[misc]
-        result[f"threads_{threads}"] = {"images_per_s": speeds, "matmul_gflops": 2 * 1024**3 / best / 1e9}
+        best = min(_timed(lambda a=a: torch.mm(a, a)) for _ in range(20))
+        result[f"threads_{threads}"] = {
+            "images_per_s": result["runtimes"][served][f"threads_{threads}"]["images_per_s"],
+            "matmul_gflops": 2 * 1024**3 / best / 1e9,
+        }
     return result
 
 
