@@ -104,6 +104,11 @@ class InferenceEngine:
         return not self._closed and self.supervisor.state is State.READY
 
     @property
+    def runtime(self) -> str | None:
+        """What runs the network in the worker (app.runtime); None before it first says."""
+        return self.supervisor.runtime
+
+    @property
     def pid(self) -> int | None:
         return self.supervisor.pid
 

@@ -126,6 +126,7 @@ class PassStats:
 @dataclass(frozen=True)
 class Ready:
     pid: int
+    runtime: str = "torch"  # what runs its network (app.runtime)
 
 
 @dataclass(frozen=True)

@@ -46,6 +46,11 @@ class Engine(Protocol):
         """Takes requests now (false while the inference worker starts or restarts)."""
         ...
 
+    @property
+    def runtime(self) -> str | None:
+        """What runs the network (torch or onnxruntime); None before the worker first says."""
+        ...
+
     async def classify(
         self, data: bytes, top_k: int = 3, invert: InvertMode = "auto", keep_image: bool = False
     ) -> Prediction:

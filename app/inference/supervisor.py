@@ -73,6 +73,7 @@ class Supervisor:
         self.on_lost = on_lost
         self.state = State.STARTING
         self.restarts = 0
+        self.runtime: str | None = None  # what runs the worker's network, once it is ready
         self._loop: asyncio.AbstractEventLoop | None = None
         self._link: FrameProtocol | None = None
         self._ready: asyncio.Future[None] | None = None
@@ -130,7 +131,7 @@ class Supervisor:
         answers = [m for m in messages if not isinstance(m, Heartbeat | Ready | LoadFailed)]
         for message in messages:
             if isinstance(message, Ready):
-                self._on_ready(message.pid)
+                self._on_ready(message)
             elif isinstance(message, LoadFailed):
                 logger.error("the inference process could not load the model: %s", message.reason)
                 if self._ready is not None and not self._ready.done():
@@ -138,13 +139,14 @@ class Supervisor:
         if answers:
             self.on_messages(answers)
 
-    def _on_ready(self, pid: int) -> None:
+    def _on_ready(self, ready: Ready) -> None:
         if self.state is State.STOPPED:
             return
         self.state = State.READY
+        self.runtime = ready.runtime
         if self._ready is not None and not self._ready.done():
             self._ready.set_result(None)
-        logger.info("inference process %s ready", pid)
+        logger.info("inference process %s ready (runtime %s)", ready.pid, ready.runtime)
 
     def _check(self) -> None:
         """The heartbeat timer: a ready worker silent for ``HANG_AFTER_S`` is killed (and replaced)."""

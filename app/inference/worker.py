@@ -278,7 +278,7 @@ def run_in_thread(worker: Worker, sock: socket.socket) -> None:
     """A worker in a thread of the server process, on its end of a socket pair."""
     channel = Channel(sock)
     with contextlib.suppress(OSError):
-        channel.send(pickle.dumps([Ready(os.getpid())]))
+        channel.send(pickle.dumps([Ready(os.getpid(), worker.predictor.runtime)]))
         worker.serve(channel)
     channel.close()
 
@@ -309,5 +309,5 @@ def run_in_process(config: WorkerConfig, sock: socket.socket) -> None:
         return
     gc.collect()
     gc.freeze()
-    channel.send(pickle.dumps([Ready(os.getpid())]))
+    channel.send(pickle.dumps([Ready(os.getpid(), predictor.runtime)]))
     Worker(predictor, config.max_batch_size, config.max_wait_s).serve(channel)

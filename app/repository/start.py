@@ -37,14 +37,20 @@ class Shared:
 
 
 def load_predictor(settings: Settings, path: Path) -> Predictor:
-    """Load, check and warm up a checkpoint; CheckpointError or DeviceError when it cannot serve."""
+    """Load, check and warm up a checkpoint; CheckpointError or DeviceError when it cannot serve.
+
+    With an inference process, this copy only checks the file and describes it: it runs on
+    torch, and the worker builds (and checks) the runtime that serves, which this process
+    then need not hold in memory.
+    """
+    runtime = "torch" if settings.inference_process else settings.runtime
     return Predictor.load(
         path,
         settings.device,
         settings.max_image_pixels,
         settings.flip_average,
         settings.ood_threshold,
-        settings.runtime,
+        runtime,
     )
 
 

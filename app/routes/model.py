@@ -92,7 +92,7 @@ def describe_version(served: ServedVersion) -> ModelInfoResponse:
             method=OOD_METHOD, threshold=predictor.ood_threshold, validation_flag_rate=predictor.ood.flag_rate
         ),
         device=str(predictor.device),
-        runtime=predictor.runtime,
+        runtime=served.engine.runtime or predictor.runtime,
     )
 
 

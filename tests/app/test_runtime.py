@@ -106,11 +106,15 @@ def test_the_probe_batch_is_fixed_and_covers_blank_saturated_shapes_and_noise() 
     assert len({tuple(image.flatten().tolist()) for image in probe}) == 9
 
 
-def test_the_setting_reaches_the_worker_and_model_reports_what_runs(tiny_checkpoint: Path) -> None:
+def test_the_worker_runs_the_setting_and_model_reports_it(tiny_checkpoint: Path) -> None:
     for runtime in ("torch", "onnxruntime"):
         settings = Settings(model_path=tiny_checkpoint, device="cpu", runtime=runtime)
-        with TestClient(create_app(settings)) as client:
+        app = create_app(settings)
+        with TestClient(app) as client:
+            # What the inference process runs; the server process itself holds no runtime
+            # beyond the torch copy that checks the file.
             assert client.get("/model").json()["runtime"] == runtime
+            assert app.state.service.repository.newest().predictor.runtime == "torch"
         predictor = Predictor.load(tiny_checkpoint, device="cpu", runtime="torch")
         host = worker_host(settings, predictor, tiny_checkpoint)
         assert host.config.runtime == runtime  # type: ignore[attr-defined]

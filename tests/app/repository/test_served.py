@@ -20,6 +20,7 @@ from tests.app.routes.test_predict_concurrency import wait_for
 
 class FakeEngine:
     ready = True
+    runtime = "torch"
 
     def __init__(self) -> None:
         self.closed = False
