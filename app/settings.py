@@ -132,7 +132,11 @@ class Settings(BaseSettings):
     # loop and the decoding need. Measured on 2 cores, torch's default (one per core) made
     # a lone request's forward pass three times slower from a worker thread.
     torch_threads: int = Field(
-        1, ge=0, le=256, description="CPU threads per forward pass; 0 for torch's default (one per core)"
+        1,
+        ge=0,
+        le=256,
+        description="CPU threads per forward pass, torch's or ONNX Runtime's; "
+        "0 for torch's default (one per core)",
     )
     log_level: Literal["debug", "info", "warning", "error", "critical"] = Field(
         "info", description="level of the app's own log"

@@ -5,8 +5,10 @@
 Reports the median latency at batch 1 and images/s at batch 1, 32 and 256, for the model
 as trained, with batch norm folded into the convolutions, and folded with channels-last
 weights and inputs, and, for a checkpoint that asks for it, that plus flip averaging (each
-image and its mirror in one pass of twice the batch; what the server runs), with the
-tutorial's MLP as the baseline measured in the same run.
+image and its mirror in one pass of twice the batch), plus calibration and the
+out-of-distribution score (what the server runs), and that whole graph exported to ONNX
+and run by ONNX Runtime (``FASHION_RUNTIME=auto``), with the tutorial's MLP as the
+baseline measured in the same run.
 """
 
 from __future__ import annotations
@@ -19,8 +21,9 @@ import time
 import torch
 from torch import nn
 
+from app.predictor import Predictor
 from models.calibration import probabilities_and_log_partition
-from models.checkpoint import LoadedModel, load_checkpoint
+from models.checkpoint import CheckpointError, LoadedModel, load_checkpoint
 from models.networks import (
     CNN,
     build_model,
@@ -151,6 +154,13 @@ def main() -> None:
         name = f"{loaded.arch}, as served, + calibration and out-of-distribution score"
         folded = prepare_for_inference(load_checkpoint(args.model).model, loaded.calibration.temperature)
         variants[name] = (Scored(folded, loaded), True)
+    try:
+        exported = Predictor.load(args.model, device="cpu", runtime="onnxruntime")
+    except CheckpointError as exc:  # not installed, or its export refused: said, not timed
+        print(f"onnxruntime: {exc}")
+    else:
+        # The whole served graph, one call: what FASHION_RUNTIME=auto runs on the CPU.
+        variants[f"{loaded.arch}, the served graph exported, in ONNX Runtime"] = (exported.runner, False)  # type: ignore[assignment]
     print(f"machine: {platform.processor() or platform.machine()}, torch {torch.__version__}, 1 thread")
     macs = conv_macs(loaded.model) / 1e6
     print(f"{loaded.path}: {count_parameters(loaded.model)} parameters, {macs:.1f}M multiply-adds per image")
@@ -166,7 +176,7 @@ def main() -> None:
         per_image[name] = 1e3 / ips32
         print(f"| {name} | {ms1:.2f} | {ips1:.0f} | {ips32:.0f} ({ips32 / baseline32:.2f}x) | {ips256:.0f} |")
     if loaded.ood is not None:
-        names = list(variants)
+        names = [name for name in variants if "ONNX" not in name]
         plain, scored = variants[names[-2]][0], variants[names[-1]][0]
         for batch in (1, 32):
             ratio, plain_ms, scored_ms = paired(plain, scored, batch, args.seconds)
