@@ -85,7 +85,8 @@ def offline_speed(model_path: str) -> dict[str, Any]:
             speeds = {batch: measure(runner, batch, 2.0, channels_last=False)[1] for batch in (1, 32, 256)}
             result["runtimes"].setdefault(runtime, {})[f"threads_{threads}"] = {"images_per_s": speeds}
         a = torch.randn(1024, 1024)
-        best = min(_timed(lambda a=a: torch.mm(a, a)) for _ in range(20))
+        # The best of many: noise only ever slows a run down.
+        best = min(_timed(lambda a=a: torch.mm(a, a)) for _ in range(100))
         result[f"threads_{threads}"] = {
             "images_per_s": result["runtimes"][served][f"threads_{threads}"]["images_per_s"],
             "matmul_gflops": 2 * 1024**3 / best / 1e9,
