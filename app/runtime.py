@@ -21,7 +21,6 @@ from models.export import ServingGraph, output_names, to_onnx
 from models.validation import first_line
 
 RuntimeName = Literal["auto", "torch", "onnxruntime"]
-RUNTIMES: tuple[RuntimeName, ...] = ("auto", "torch", "onnxruntime")
 PROBE_TOLERANCE = 1e-5
 
 log = logging.getLogger("app.runtime")

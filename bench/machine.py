@@ -24,9 +24,16 @@ def machine_info() -> dict[str, Any]:
     )
     memory_kib = int(Path("/proc/meminfo").read_text().split()[1])
     versions = {}
-    packages = ["torch", "onnxruntime", "fastapi", "starlette", "uvicorn", "litserve", "pillow"]
-    packages.append("python-multipart")
-    for package in packages:
+    for package in (
+        "torch",
+        "onnxruntime",
+        "fastapi",
+        "starlette",
+        "uvicorn",
+        "litserve",
+        "pillow",
+        "python-multipart",
+    ):
         try:
             versions[package] = metadata.version(package)
         except metadata.PackageNotFoundError:

@@ -17,51 +17,24 @@ import argparse
 import platform
 import statistics
 import time
+from collections.abc import Callable
 
 import torch
 from torch import nn
 
 from app.predictor import Predictor
-from models.calibration import probabilities_and_log_partition
-from models.checkpoint import CheckpointError, LoadedModel, load_checkpoint
+from models.checkpoint import CheckpointError, load_checkpoint
+from models.export import ServingGraph
 from models.networks import (
     CNN,
     build_model,
-    class_probabilities,
     count_parameters,
-    logits_and_features,
     prepare_for_inference,
     to_channels_last,
 )
 
-
-class FlipAveraged(nn.Module):
-    """The served prediction of a flip-averaging checkpoint, as one module to time."""
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return class_probabilities(self.model, x, flip_average=True)
-
-
-class Scored(nn.Module):
-    """What the server computes for a checkpoint with calibration and an out-of-distribution
-    score: the calibrated probabilities and the score, from one forward pass of a network
-    prepared with the temperature folded in (``app.predictor.Predictor.predict_scored``)."""
-
-    def __init__(self, model: nn.Module, loaded: LoadedModel) -> None:
-        super().__init__()
-        self.model = model
-        self.loaded = loaded
-
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        ood = self.loaded.ood
-        assert ood is not None
-        logits, features = logits_and_features(self.model, x, self.loaded.flip_average)
-        probabilities, log_partition = probabilities_and_log_partition(logits)
-        return probabilities, ood.score(log_partition, features, self.loaded.calibration.temperature)
+# What is timed: a module, or a runtime's runner (app.runtime); each is called on a batch.
+Model = Callable[[torch.Tensor], object]
 
 
 def conv_macs(model: nn.Module) -> int:
@@ -85,7 +58,7 @@ def conv_macs(model: nn.Module) -> int:
 
 
 @torch.inference_mode()
-def measure(model: nn.Module, batch: int, seconds: float, channels_last: bool) -> tuple[float, float]:
+def measure(model: Model, batch: int, seconds: float, channels_last: bool) -> tuple[float, float]:
     """(median ms per call, images per second) over about ``seconds`` of calls."""
     x = torch.randn(batch, 1, 28, 28)
     if channels_last:
@@ -103,9 +76,7 @@ def measure(model: nn.Module, batch: int, seconds: float, channels_last: bool) -
 
 
 @torch.inference_mode()
-def paired(
-    a: nn.Module, b: nn.Module, batch: int, seconds: float, rounds: int = 21
-) -> tuple[float, float, float]:
+def paired(a: Model, b: Model, batch: int, seconds: float, rounds: int = 21) -> tuple[float, float, float]:
     """b's time over a's, measured in alternating short rounds so that drift in the machine's
     speed hits both alike: (median ratio, a's median ms, b's median ms)."""
     x = to_channels_last(torch.randn(batch, 1, 28, 28))
@@ -136,7 +107,7 @@ def main() -> None:
     torch.set_num_threads(1)
     loaded = load_checkpoint(args.model)
     # name: (model, whether its inputs are channels-last)
-    variants: dict[str, tuple[nn.Module, bool]] = {
+    variants: dict[str, tuple[Model, bool]] = {
         "tutorial MLP (baseline)": (build_model("mlp").eval(), False),
         f"{loaded.arch} as trained": (loaded.model.eval(), False),
     }
@@ -144,23 +115,27 @@ def main() -> None:
     if isinstance(fused, CNN):
         variants[f"{loaded.arch}, batch norm folded"] = (fused.fuse_for_inference(), False)
     served = prepare_for_inference(load_checkpoint(args.model).model)
+    # The served function is models.export.ServingGraph, as the server builds it.
+    plain: Model = ServingGraph(served, loaded.flip_average, None, 1.0)
     if loaded.flip_average:
         variants[f"{loaded.arch}, folded, channels-last"] = (served, True)
-        name = f"{loaded.arch}, folded, channels-last, flip-averaged (served)"
-        variants[name] = (FlipAveraged(served), True)
+        variants[f"{loaded.arch}, folded, channels-last, flip-averaged (served)"] = (plain, True)
     else:
-        variants[f"{loaded.arch}, folded, channels-last (served)"] = (served, True)
+        variants[f"{loaded.arch}, folded, channels-last (served)"] = (plain, True)
+    scored: Model | None = None
     if loaded.ood is not None:
         name = f"{loaded.arch}, as served, + calibration and out-of-distribution score"
-        folded = prepare_for_inference(load_checkpoint(args.model).model, loaded.calibration.temperature)
-        variants[name] = (Scored(folded, loaded), True)
+        temperature = loaded.calibration.temperature
+        folded = prepare_for_inference(load_checkpoint(args.model).model, temperature)
+        scored = ServingGraph(folded, loaded.flip_average, loaded.ood, temperature)
+        variants[name] = (scored, True)
     try:
         exported = Predictor.load(args.model, device="cpu", runtime="onnxruntime")
     except CheckpointError as exc:  # not installed, or its export refused: said, not timed
         print(f"onnxruntime: {exc}")
     else:
         # The whole served graph, one call: what FASHION_RUNTIME=auto runs on the CPU.
-        variants[f"{loaded.arch}, the served graph exported, in ONNX Runtime"] = (exported.runner, False)  # type: ignore[assignment]
+        variants[f"{loaded.arch}, the served graph exported, in ONNX Runtime"] = (exported.runner, False)
     print(f"machine: {platform.processor() or platform.machine()}, torch {torch.__version__}, 1 thread")
     macs = conv_macs(loaded.model) / 1e6
     print(f"{loaded.path}: {count_parameters(loaded.model)} parameters, {macs:.1f}M multiply-adds per image")
@@ -175,9 +150,7 @@ def main() -> None:
         baseline32 = baseline32 or ips32
         per_image[name] = 1e3 / ips32
         print(f"| {name} | {ms1:.2f} | {ips1:.0f} | {ips32:.0f} ({ips32 / baseline32:.2f}x) | {ips256:.0f} |")
-    if loaded.ood is not None:
-        names = [name for name in variants if "ONNX" not in name]
-        plain, scored = variants[names[-2]][0], variants[names[-1]][0]
+    if scored is not None:
         for batch in (1, 32):
             ratio, plain_ms, scored_ms = paired(plain, scored, batch, args.seconds)
             print(
