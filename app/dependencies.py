@@ -11,10 +11,10 @@ from pydantic import SecretStr
 
 from app.inference.protocol import Engine
 from app.metrics import Metrics
-from app.predictor import Predictor
 from app.settings import Settings
 
 if TYPE_CHECKING:
+    from app.predictor import Predictor
     from app.repository import ModelRepository
     from app.tracing import Tracing
 
@@ -24,7 +24,7 @@ NOT_LOADED = "the model is not loaded"
 @dataclass
 class ServiceState:
     """What the lifespan sets up: settings (read there unless given), the models (each
-    version with its predictor and inference engine), metrics."""
+    version with its inference engine), metrics."""
 
     settings: Settings | None
     metrics: Metrics = field(default_factory=Metrics)
@@ -47,7 +47,8 @@ class ServiceState:
 
     @property
     def predictor(self) -> Predictor | None:
-        """The default model's newest version's predictor; None before it is loaded."""
+        """The default model's newest version's predictor, where its worker is a thread of
+        this process (tests, debugging); None before it is loaded, or with a worker process."""
         served = None if self.repository is None else self.repository.newest()
         return None if served is None else served.predictor
 
@@ -100,12 +101,6 @@ async def get_state(request: Request) -> ServiceState:
     return service_state(request)
 
 
-async def get_predictor(state: Annotated[ServiceState, Depends(get_state)]) -> Predictor:
-    if state.predictor is None:
-        raise HTTPException(503, detail=NOT_LOADED)
-    return state.predictor
-
-
 async def get_metrics(state: Annotated[ServiceState, Depends(get_state)]) -> Metrics:
     return state.metrics
 
@@ -129,6 +124,5 @@ async def get_serving(request: Request) -> Serving:
 
 
 StateDep = Annotated[ServiceState, Depends(get_state)]
-PredictorDep = Annotated[Predictor, Depends(get_predictor)]
 MetricsDep = Annotated[Metrics, Depends(get_metrics)]
 ServingDep = Annotated[Serving, Depends(get_serving)]

@@ -23,7 +23,7 @@ from app.inference.protocol import (
 )
 from app.schemas import ErrorResponse
 from app.v2.codec import ProtocolError
-from models.preprocessing import FORMAT_NAMES, ImageError, NotAnImageError
+from models.images import FORMAT_NAMES, ImageError, NotAnImageError
 
 logger = logging.getLogger("app")
 

@@ -10,7 +10,6 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-import torch
 from fastapi import FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -18,12 +17,12 @@ from app.dependencies import ServiceState
 from app.inference.decoders import DecoderLimits, DecoderPool
 from app.inference.hosts import mp_context
 from app.logs import configure_logging
-from app.predictor import DeviceError
+from app.prediction import DeviceError
 from app.repository import ModelRepository, ServedVersion
 from app.repository.start import Shared
 from app.settings import Settings, SettingsError, load_settings
 from app.tracing import Tracing, otlp_exporter
-from models.checkpoint import CheckpointError
+from models.errors import CheckpointError
 from models.repository import CHECKPOINT, RepositoryError, model_names, model_versions
 
 logger = logging.getLogger("app")
@@ -34,10 +33,12 @@ class StartupError(RuntimeError):
     """The service cannot start; the message is the whole story (path and reason)."""
 
 
-def configure_threads(torch_threads: int) -> None:
+def configure_threads(settings: Settings) -> None:
     """Thread settings for the server process (and the inference worker, when it is a thread)."""
-    if torch_threads:
-        torch.set_num_threads(torch_threads)
+    if settings.torch_threads and not settings.inference_process:
+        import torch  # only here: with a worker process, the server never imports it
+
+        torch.set_num_threads(settings.torch_threads)
     # Torch releases the GIL inside each operator and takes it back between them; while
     # the event loop holds it, the inference thread waits up to the switch interval at
     # every layer. Measured here beside a busy Python thread, a batch of 16 took 81 ms at
@@ -46,14 +47,13 @@ def configure_threads(torch_threads: int) -> None:
 
 
 def describe(served: ServedVersion) -> str:
-    predictor = served.predictor
-    loaded = predictor.loaded
-    accuracy = loaded.metrics.get("test_accuracy")
+    card = served.card
+    accuracy = card.test_accuracy
     # A repository's version is a number: the file's own hash says which file it is.
-    checksum = f" sha256={loaded.version}" if served.version != loaded.version else ""
+    checksum = f" sha256={card.version}" if served.version != card.version else ""
     return (
-        f"model ready: device={predictor.device} arch={loaded.arch} "
-        f"parameters={predictor.num_parameters:,} version={served.version} "
+        f"model ready: device={card.device} arch={card.arch} "
+        f"parameters={card.num_parameters:,} version={served.version} "
         f"test_accuracy={'unknown' if accuracy is None else f'{accuracy:.4f}'} model={served.name}{checksum}"
     )
 
@@ -129,7 +129,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     try:
         state.settings = state.settings or load_settings()
         configure_logging(state.settings.log_level, state.settings.log_format)
-        configure_threads(state.settings.torch_threads)
+        configure_threads(state.settings)
         default = choose_default(state.settings)
     except SettingsError as exc:
         state.status = "error"

@@ -14,7 +14,8 @@ from collections.abc import Iterable
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, generate_latest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.predictor import Prediction, Predictor
+from app.card import ModelCard
+from app.prediction import Prediction
 
 
 class Metrics:
@@ -87,19 +88,18 @@ class Metrics:
             registry=self.registry,
         )
 
-    def set_model(self, name: str, version: str, predictor: Predictor) -> None:
-        loaded = predictor.loaded
-        accuracy = loaded.metrics.get("test_accuracy")
+    def set_model(self, name: str, version: str, card: ModelCard) -> None:
+        accuracy = card.test_accuracy
         self.model.labels(name, version).info(
             {
-                "version": loaded.version,
-                "arch": loaded.arch,
-                "parameters": str(predictor.num_parameters),
-                "device": str(predictor.device),
+                "version": card.version,
+                "arch": card.arch,
+                "parameters": str(card.num_parameters),
+                "device": card.device,
                 "test_accuracy": "" if accuracy is None else f"{accuracy:.4f}",
             }
         )
-        for class_name in predictor.classes:
+        for class_name in card.classes:
             self.predictions.labels(name, version, class_name)  # every class shows, at 0, from the start
         self.out_of_distribution.labels(name, version)
 

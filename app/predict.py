@@ -9,10 +9,11 @@ import argparse
 import sys
 from pathlib import Path
 
-from app.predictor import DeviceError, Prediction, Predictor
+from app.prediction import DeviceError, Prediction
+from app.predictor import Predictor
 from app.settings import SettingsError, load_settings
-from models.checkpoint import CheckpointError
-from models.preprocessing import INVERT_MODES, ImageError
+from models.errors import CheckpointError
+from models.images import INVERT_MODES, ImageError
 
 
 def get_args_parser() -> argparse.ArgumentParser:

@@ -18,59 +18,23 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+import numpy as np
 import torch
 from PIL import Image
 
-from app.runtime import RuntimeName, probe_batch, select_runner
-from models.checkpoint import CheckpointError, LoadedModel, load_checkpoint
+from app.card import ModelCard, OODCard
+from app.inference.messages import WorkerConfig
+from app.inference.served_model import Exported
+from app.logs import configure_logging
+from app.prediction import DeviceError, ItemError, Prediction, ScoredClass
+from app.runtime import OnnxRunner, RuntimeName, TorchRunner, probe_batch, select_runner
+from models.checkpoint import LoadedModel, load_checkpoint
+from models.errors import CheckpointError, first_line
 from models.export import ServingGraph
+from models.images import DEFAULT_MAX_PIXELS, INPUT_SIZE, ImageError, InvertMode, decode_upload
 from models.networks import prepare_for_inference
-from models.preprocessing import (
-    DEFAULT_MAX_PIXELS,
-    INPUT_SIZE,
-    ImageError,
-    InvertMode,
-    Preprocessed,
-    Steps,
-    decode_upload,
-    normalize,
-    pixels_to_tensor,
-    standardize,
-)
-from models.validation import first_line
-
-
-class DeviceError(RuntimeError):
-    """The configured device does not exist on this machine."""
-
-
-class ItemError(ValueError):
-    """One item of a batch cannot be used; ``index`` says which, ``error`` why."""
-
-    def __init__(self, index: int, error: ImageError) -> None:
-        super().__init__(f"item {index}: {error}")
-        self.index = index
-        self.error = error
-
-
-@dataclass(frozen=True)
-class ScoredClass:
-    index: int
-    name: str
-    probability: float
-
-
-@dataclass(frozen=True)
-class Prediction:
-    """The top classes of one image, best first, and what preprocessing did to it."""
-
-    top: list[ScoredClass]
-    steps: Steps
-    input_image: Image.Image | None = None  # the 28x28 grayscale the network saw, when asked for
-    # How unlike the training images it is, and whether that is past the threshold; None
-    # for a checkpoint without a fitted score.
-    ood_score: float | None = None
-    out_of_distribution: bool | None = None
+from models.ood import METHOD as OOD_METHOD
+from models.preprocessing import Preprocessed, normalize, pixels_to_tensor, standardize
 
 
 @dataclass(frozen=True)
@@ -129,9 +93,9 @@ class Predictor:
         # Eval mode, batch norm folded into the convs, channels-last weights: the same
         # function as trained, about twice the throughput on the CPU.
         self.model = prepare_for_inference(loaded.model, self.calibration.temperature).to(device)
-        graph = ServingGraph(self.model, self.flip_average, self.ood, self.calibration.temperature)
+        self.graph = ServingGraph(self.model, self.flip_average, self.ood, self.calibration.temperature)
         probe = self.normalize(probe_batch(INPUT_SIZE)).to(device)
-        self.runner = select_runner(runtime, graph, device, probe)
+        self.runner = select_runner(runtime, self.graph, device, probe)
         self._warm_up()
 
     @classmethod
@@ -160,6 +124,31 @@ class Predictor:
     def runtime(self) -> str:
         """What runs the network: torch or onnxruntime."""
         return self.runner.name
+
+    def card(self) -> ModelCard:
+        """What the server shows of this version: the checkpoint's metadata, as served."""
+        loaded = self.loaded
+        ood = None
+        if self.ood is not None and self.ood_threshold is not None:
+            ood = OODCard(OOD_METHOD, self.ood_threshold, self.ood.flag_rate)
+        return ModelCard(
+            version=loaded.version,
+            sha256=loaded.sha256,
+            arch=loaded.arch,
+            model_args=loaded.model_args,
+            num_parameters=self.num_parameters,
+            classes=tuple(self.classes),
+            input=loaded.input_spec,
+            metrics=loaded.metrics,
+            train_args=loaded.train_args,
+            created_at=loaded.created_at,
+            format_version=loaded.format_version,
+            flip_average=self.flip_average,
+            temperature=self.calibration.temperature,
+            ood=ood,
+            device=str(self.device),
+            runtime=self.runtime,
+        )
 
     def _warm_up(self) -> None:
         # The first call pays for lazy initialisation (kernels, allocator); do it before
@@ -257,3 +246,49 @@ class Predictor:
             flagged = self.is_out_of_distribution(score)
             results.append(Prediction(top, item.steps, item.image, score, flagged))
         return results
+
+
+class PredictorModel:
+    """A loaded Predictor as a worker's ``ServedModel``: numpy pixels in, numpy answers out."""
+
+    def __init__(self, predictor: Predictor) -> None:
+        self.predictor = predictor
+        self.card = predictor.card()
+
+    def predict(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        batch = torch.from_numpy(pixels)
+        if batch.is_floating_point():  # 0-1 floats a client sent; uint8 is normalised by predict
+            batch = self.predictor.standardize(batch)
+        probabilities, scores = self.predictor.predict_scored(batch)
+        return probabilities.numpy(), None if scores is None else scores.numpy()
+
+
+def export_for_worker(config: WorkerConfig) -> Exported | None:
+    """Load and check the checkpoint a worker process will serve, as the worker would.
+
+    With ONNX Runtime chosen, the graph exported for the worker, which then imports no
+    torch; None when the checkpoint is to be served with torch. Raises CheckpointError or
+    DeviceError when it cannot serve. Run in a process of its own (app.repository.start).
+    """
+    configure_logging(config.log_level, config.log_format)
+    predictor = Predictor.load(
+        config.model_path,
+        config.device,
+        config.max_image_pixels,
+        config.flip_average,
+        config.ood_threshold,
+        config.runtime,
+    )
+    runner = predictor.runner
+    if not isinstance(runner, OnnxRunner):
+        return None
+    probe = probe_batch(INPUT_SIZE)
+    expected, expected_scores = TorchRunner(predictor.graph)(predictor.normalize(probe))
+    return Exported(
+        card=predictor.card(),
+        onnx=runner.model,
+        outputs=runner.outputs,
+        probe=probe.numpy(),
+        probabilities=expected.numpy(),
+        scores=None if expected_scores is None else expected_scores.numpy(),
+    )

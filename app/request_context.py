@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # imported by the logging set-up, which must not pull in torch
-    from app.predictor import Prediction
+    from app.prediction import Prediction
 
 HEADER = b"x-request-id"
 MAX_LENGTH = 128

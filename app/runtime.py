@@ -16,12 +16,12 @@ from typing import Literal, Protocol
 import numpy as np
 import torch
 
-from models.checkpoint import CheckpointError
+from app.inference.served_model import disagreement as answers_disagree
+from app.inference.served_model import onnx_session
+from models.errors import CheckpointError, first_line
 from models.export import ServingGraph, output_names, to_onnx
-from models.validation import first_line
 
 RuntimeName = Literal["auto", "torch", "onnxruntime"]
-PROBE_TOLERANCE = 1e-5
 
 log = logging.getLogger("app.runtime")
 
@@ -51,21 +51,13 @@ class OnnxRunner:
     name = "onnxruntime"
 
     def __init__(self, model: bytes, outputs: list[str], threads: int) -> None:
-        import onnxruntime
-
-        options = onnxruntime.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        options.execution_mode = onnxruntime.ExecutionMode.ORT_SEQUENTIAL
-        # Threads that spin between passes take the core the event loop needs.
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        options.log_severity_level = 3  # errors only: it warns about every unused initializer
-        self.session = onnxruntime.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+        self.model = model  # what a worker process loads instead (app.inference.served_model)
+        self.session = onnx_session(model, threads)
         self.outputs = outputs
 
     def __call__(self, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         pixels = batch.detach().float().contiguous().numpy()
-        results = self.session.run(self.outputs, {"input": pixels})
+        results = self.session.run(self.outputs, {"input": pixels})  # type: ignore[attr-defined]
         probabilities = torch.from_numpy(np.asarray(results[0]))
         return probabilities, torch.from_numpy(np.asarray(results[1])) if len(results) > 1 else None
 
@@ -87,16 +79,12 @@ def disagreement(runner: Runner, reference: Runner, probe: torch.Tensor) -> str 
     """Where ``runner`` departs from ``reference`` on ``probe`` beyond the tolerance, or None."""
     probabilities, scores = runner(probe)
     expected, expected_scores = reference(probe)
-    gap = float((probabilities - expected).abs().max())
-    if not gap <= PROBE_TOLERANCE:  # NaN fails too
-        return f"probabilities differ from torch's by up to {gap:.1e} (limit {PROBE_TOLERANCE:.0e})"
-    if expected_scores is not None:
-        if scores is None:
-            return "it gives no out-of-distribution score"
-        relative = float(((scores - expected_scores).abs() / expected_scores.abs().clamp_min(1)).max())
-        if not relative <= PROBE_TOLERANCE:
-            return f"out-of-distribution scores differ from torch's by up to {relative:.1e} of their size"
-    return None
+    return answers_disagree(
+        probabilities.numpy(),
+        None if scores is None else scores.numpy(),
+        expected.numpy(),
+        None if expected_scores is None else expected_scores.numpy(),
+    )
 
 
 def select_runner(

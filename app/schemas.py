@@ -9,8 +9,8 @@ from typing import Any, Literal
 from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field
 
-from app.predictor import Prediction, ScoredClass
-from models.checkpoint import FASHION_MNIST_CLASSES
+from app.prediction import Prediction, ScoredClass
+from models.metadata import FASHION_MNIST_CLASSES
 
 VERSION_EXAMPLE = "3f2a9c01d4e5"
 MODEL_VERSION_HELP = (

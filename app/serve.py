@@ -21,7 +21,7 @@ from uvicorn.config import LOGGING_CONFIG
 
 from app.http_protocol import BoundedHttpToolsProtocol
 from app.logs import uvicorn_log_config
-from app.settings import SettingsError, load_settings
+from app.settings import Settings, SettingsError, load_settings
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
@@ -61,6 +61,37 @@ def check_port(host: str, port: int) -> None:
             raise PreCheckError(f"cannot listen on {host}:{port} ({exc.strerror})") from None
 
 
+def _check_models(settings: Settings) -> str | None:
+    from app.lifespan import checkpoints_to_serve
+    from app.prediction import DeviceError
+    from app.predictor import resolve_device
+    from models.checkpoint import load_checkpoint
+    from models.errors import CheckpointError
+    from models.repository import RepositoryError
+
+    try:
+        resolve_device(settings.device)
+    except DeviceError as exc:
+        return f"FASHION_DEVICE={settings.device}: {exc}; use auto or cpu"
+    try:
+        for path in checkpoints_to_serve(settings):
+            load_checkpoint(path)
+    except (SettingsError, CheckpointError, RepositoryError) as exc:
+        return str(exc)
+    return None
+
+
+def check_models(settings: Settings) -> str | None:
+    """The device and every model file the server will load: what is wrong, or None.
+
+    Run in a process of its own, which imports torch and reads each model, then exits: the
+    server process keeps neither, and its inference workers load the model themselves.
+    """
+    from app.inference.hosts import in_fresh_process
+
+    return in_fresh_process(_check_models, settings)
+
+
 def _exit_cleanly(signum: int, frame: FrameType | None) -> None:
     raise SystemExit(0)
 
@@ -69,26 +100,16 @@ def main(argv: list[str] | None = None) -> None:
     args = get_args_parser().parse_args(argv)
     if args.workers < 1:
         raise SystemExit("error: --workers must be at least 1")
-    # Imported here, not at the top: each worker re-imports this module when it starts,
-    # and uvicorn restarts a worker that is still importing torch after a few seconds.
-    from app.lifespan import checkpoints_to_serve
-    from app.predictor import DeviceError, resolve_device
-    from models.checkpoint import CheckpointError, load_checkpoint
-    from models.repository import RepositoryError
-
     # Checked here once, before any worker starts: uvicorn would otherwise restart
-    # workers that die on a bad model file, over and over. Cheapest first: the settings,
-    # the device and the port, then the model file.
+    # workers that die on a bad model file, over and over. Cheapest first: the settings
+    # and the port, then the device and the model files.
     try:
         settings = load_settings()
-        try:
-            resolve_device(settings.device)
-        except DeviceError as exc:
-            raise PreCheckError(f"FASHION_DEVICE={settings.device}: {exc}; use auto or cpu") from None
         check_port(args.host, args.port)
-        for path in checkpoints_to_serve(settings):
-            load_checkpoint(path)
-    except (SettingsError, PreCheckError, CheckpointError, RepositoryError) as exc:
+        problem = check_models(settings)
+        if problem is not None:
+            raise PreCheckError(problem)
+    except (SettingsError, PreCheckError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
     if args.host not in LOOPBACK and settings.api_key is None:

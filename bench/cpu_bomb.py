@@ -20,7 +20,7 @@ from bench import attack_images
 from bench.load import LoadResult, run_wrk, write_bodies
 from bench.server_process import fashion_serve
 from bench.uploads import form, post, sample_pngs
-from models.preprocessing import REDUCED_SIDE
+from models.images import REDUCED_SIDE
 
 DECODE_CPU_S = 1.0  # FASHION_DECODE_CPU_S for the drill: the budget its bombs are held to
 BOMB_FILES, BOMB_CLIENTS = 40, 3

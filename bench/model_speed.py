@@ -23,7 +23,8 @@ import torch
 from torch import nn
 
 from app.predictor import Predictor
-from models.checkpoint import CheckpointError, load_checkpoint
+from models.checkpoint import load_checkpoint
+from models.errors import CheckpointError
 from models.export import ServingGraph
 from models.networks import (
     CNN,

@@ -23,7 +23,8 @@ import torch
 from PIL import Image
 from sklearn.metrics import roc_auc_score
 
-from app.predictor import Prediction, Predictor
+from app.prediction import Prediction
+from app.predictor import Predictor
 from bench.ood_images import KINDS, make_set
 from models.calibration import expected_calibration_error
 from training.data import DEFAULT_CACHE_DIR, load_fashion_mnist, prepare_fashion_mnist

@@ -159,7 +159,7 @@ def write_set(made: dict[str, list[tuple[bytes, int]]], classes: list[str], out:
 
 
 def main() -> None:
-    from models.checkpoint import FASHION_MNIST_CLASSES
+    from models.metadata import FASHION_MNIST_CLASSES
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", required=True, help="folder to write <kind>/*.jpg and labels.csv into")

@@ -27,7 +27,7 @@ from PIL import Image
 
 from bench.machine import machine_info
 from bench.photo_images import KINDS, make_photo
-from models.preprocessing import decode_upload
+from models.images import decode_upload
 from training.data import DEFAULT_CACHE_DIR, load_fashion_mnist, prepare_fashion_mnist
 
 SIDE = 256

@@ -19,7 +19,7 @@ from torch.utils.data import DataLoader
 from torchvision import datasets
 from torchvision.transforms import ToTensor
 
-from models.checkpoint import TUTORIAL_INPUT
+from models.metadata import TUTORIAL_INPUT
 from models.networks import build_model
 from training.config import parse_args
 from training.data import load_fashion_mnist, prepare_fashion_mnist

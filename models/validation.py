@@ -15,16 +15,14 @@ from typing import Any
 import torch
 from torch import nn
 
+from models.errors import CheckpointError, first_line
+from models.images import INPUT_SIZE
 from models.networks import ARCHITECTURES, build_model
-from models.preprocessing import INPUT_SIZE, standardize
+from models.preprocessing import standardize
 
 # The shipped CNN has 0.2M parameters and the tutorial's MLP 0.7M; a 28x28 classifier of
 # 50M (200 MB of float32) is already absurd, and nothing larger is allocated.
 MAX_PARAMETERS = 50_000_000
-
-
-class CheckpointError(Exception):
-    """A model file that cannot be used; the message names the path and the reason."""
 
 
 def check_input(path: Path, height: int, width: int, channels: int, mean: Any, std: Any) -> None:
@@ -91,9 +89,3 @@ def probe(path: Path, model: nn.Module, classes: list[str], mean: float, std: fl
         raise CheckpointError(
             f"{path}: the network's probabilities on a probe input are not finite (NaN or infinity)"
         )
-
-
-def first_line(exc: BaseException) -> str:
-    """An exception's message in one short line, for an error that must fit on one."""
-    text = str(exc).strip().splitlines()
-    return text[0][:200] if text else type(exc).__name__

@@ -12,7 +12,8 @@ import torch
 from torchvision.datasets import FashionMNIST
 
 from bench.uploads import find_data_dir
-from models.checkpoint import FASHION_MNIST_CLASSES, InputSpec, make_checkpoint, save_checkpoint
+from models.checkpoint import make_checkpoint, save_checkpoint
+from models.metadata import FASHION_MNIST_CLASSES, InputSpec
 from models.networks import build_model
 
 # Tests use tiny models: one thread is as fast and never oversubscribes a small CI box.

@@ -3,7 +3,7 @@
 import logging
 import sys
 
-from models.checkpoint import CheckpointError
+from models.errors import CheckpointError
 from training.config import parse_args
 from training.errors import DatasetError
 from training.train import main

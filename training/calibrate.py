@@ -23,7 +23,9 @@ import torch
 from torch import nn
 
 from models.calibration import Calibration, expected_calibration_error, fit_temperature, reliability_bins
-from models.checkpoint import CheckpointError, InputSpec, load_checkpoint, read_checkpoint, save_checkpoint
+from models.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
+from models.errors import CheckpointError
+from models.metadata import InputSpec
 from models.networks import has_features, logits_and_features, prepare_for_inference
 from models.ood import DEFAULT_FLAG_RATE, OODDetector, fit
 from models.preprocessing import normalize

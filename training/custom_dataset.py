@@ -12,14 +12,9 @@ import torch
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
-from models.checkpoint import FASHION_MNIST_CLASSES
-from models.preprocessing import (
-    ImageError,
-    InvertMode,
-    decode_image,
-    pixels_to_tensor,
-    to_model_image,
-)
+from models.images import ImageError, InvertMode, decode_image, to_model_image
+from models.metadata import FASHION_MNIST_CLASSES
+from models.preprocessing import pixels_to_tensor
 from training.errors import DatasetError
 
 

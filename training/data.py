@@ -19,7 +19,7 @@ import torch
 from torchvision.datasets import FashionMNIST
 from torchvision.datasets.utils import calculate_md5, download_url, extract_archive
 
-from models.checkpoint import FASHION_MNIST_CLASSES
+from models.metadata import FASHION_MNIST_CLASSES
 from training.custom_dataset import CustomImageDataset, parse_class_names
 from training.errors import DatasetError
 

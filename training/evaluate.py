@@ -17,7 +17,9 @@ from typing import Any
 import torch
 from torch.nn import functional as F
 
-from models.checkpoint import FASHION_MNIST_CLASSES, CheckpointError, LoadedModel, load_checkpoint
+from models.checkpoint import LoadedModel, load_checkpoint
+from models.errors import CheckpointError
+from models.metadata import FASHION_MNIST_CLASSES
 from models.networks import prepare_for_inference
 from training import report
 from training.calibrate import scoring_figures

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from models.checkpoint import FASHION_MNIST_CLASSES
+from models.metadata import FASHION_MNIST_CLASSES
 from training.config import POSITIVE, HelpFormatter, Parser
 from training.data import DEFAULT_CACHE_DIR, load_fashion_mnist, prepare_fashion_mnist
 from training.errors import DatasetError

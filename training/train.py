@@ -26,12 +26,8 @@ from torch.optim.swa_utils import AveragedModel
 from tqdm import tqdm
 
 from models.calibration import Calibration
-from models.checkpoint import (
-    InputSpec,
-    make_checkpoint,
-    read_checkpoint,
-    save_checkpoint,
-)
+from models.checkpoint import make_checkpoint, read_checkpoint, save_checkpoint
+from models.metadata import InputSpec
 from models.networks import build_model, class_probabilities, count_parameters, prepare_for_inference
 from models.preprocessing import normalize
 from training import report

@@ -30,8 +30,8 @@ from app import request_context
 from app.inference.framing import Channel, FrameError, frame, read_frame, socket_pair
 from app.inference.messages import Decoded
 from app.logs import LogFormat, configure_logging
-from app.predictor import ItemError
-from models.preprocessing import (
+from app.prediction import ItemError
+from models.images import (
     INPUT_SIZE,
     INVERT_MODES,
     TOO_MUCH_MEMORY,

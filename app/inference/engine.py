@@ -16,8 +16,10 @@ from typing import TYPE_CHECKING
 
 from PIL import Image
 
+from app.card import ModelCard
 from app.inference.decoders import DecoderPool
 from app.inference.messages import (
+    INLINE_MAX_BYTES,
     Answered,
     Bounced,
     Decoded,
@@ -39,11 +41,10 @@ from app.inference.protocol import (
     QueueFullError,
 )
 from app.inference.supervisor import State, Supervisor, WorkerHost
-from app.inference.worker import INLINE_MAX_BYTES
 from app.metrics import Metrics
-from app.predictor import ItemError, Prediction, ScoredClass
+from app.prediction import ItemError, Prediction, ScoredClass
 from app.request_context import current_id
-from models.preprocessing import INPUT_SIZE, InvertMode, Steps
+from models.images import INPUT_SIZE, InvertMode, Steps
 
 if TYPE_CHECKING:  # the engine only calls what it is given
     from app.tracing import Tracing
@@ -65,7 +66,6 @@ class InferenceEngine:
 
     def __init__(
         self,
-        classes: Sequence[str],
         metrics: Metrics,
         host: WorkerHost,
         decoders: DecoderPool,
@@ -77,7 +77,6 @@ class InferenceEngine:
     ) -> None:
         if max_queue < 1 or timeout_s <= 0:
             raise ValueError("max_queue must be at least 1 and timeout_s more than 0")
-        self.classes = list(classes)
         self.metrics = metrics
         self.decoders = decoders
         self.max_queue = max_queue
@@ -104,9 +103,9 @@ class InferenceEngine:
         return not self._closed and self.supervisor.state is State.READY
 
     @property
-    def runtime(self) -> str | None:
-        """What runs the network in the worker (app.runtime); None before it first says."""
-        return self.supervisor.runtime
+    def card(self) -> ModelCard | None:
+        """The model the worker loaded, as served; None before it first says."""
+        return self.supervisor.card
 
     @property
     def pid(self) -> int | None:
@@ -249,7 +248,8 @@ class InferenceEngine:
                 job.future.set_exception(RuntimeError(f"inference failed: {message.reason}"))
 
     def _prediction(self, found: Found) -> Prediction:
-        names = self.classes
+        assert self.supervisor.card is not None  # an answer comes from a worker that said it was ready
+        names = self.supervisor.card.classes
         top = [ScoredClass(i, names[i], p) for i, p in zip(found.indices, found.probabilities, strict=True)]
         picture = Image.frombytes("L", (INPUT_SIZE, INPUT_SIZE), found.pixels) if found.pixels else None
         flagged = found.out_of_distribution

@@ -6,20 +6,45 @@ import contextlib
 import multiprocessing as mp
 import socket
 import threading
-from typing import Any
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from app.inference.framing import socket_pair
-from app.inference.worker import Worker, WorkerConfig, run_in_process, run_in_thread
+from app.inference.messages import WorkerConfig
+
+if TYPE_CHECKING:
+    from app.inference.worker import Worker
+
+T = TypeVar("T")
 
 
 def mp_context() -> Any:
-    """forkserver where the platform has it (a clean process with the model code imported),
-    else spawn. Never fork: the server runs threads (torch's, uvicorn's)."""
+    """forkserver where the platform has it (a clean process with the decoders' code
+    imported), else spawn. Never fork: the server runs threads (uvicorn's, the decoders' readers).
+
+    The forkserver holds no torch: the decoders, forked from it, share what it imported, and
+    only the worker, the one process that runs the model, imports torch.
+    """
     if "forkserver" in mp.get_all_start_methods():
         context = mp.get_context("forkserver")
-        context.set_forkserver_preload(["app.inference.worker", "app.inference.decoders"])
+        context.set_forkserver_preload(["app.inference.decoders"])
         return context
     return mp.get_context("spawn")
+
+
+def in_fresh_process(function: Callable[..., T], *args: Any) -> T:
+    """``function(*args)`` in a spawned process that exits when it returns: what it imports
+    (torch) and loads is gone with it. Its exception is raised here."""
+    with ProcessPoolExecutor(1, mp_context=mp.get_context("spawn")) as pool:
+        return pool.submit(function, *args).result()
+
+
+def run_worker_process(config: WorkerConfig, sock: socket.socket) -> None:
+    """A worker process's first step: import the model code (and torch) there, then serve."""
+    from app.inference.worker import run_in_process
+
+    run_in_process(config, sock)
 
 
 class ProcessHost:
@@ -38,7 +63,7 @@ class ProcessHost:
     def start(self) -> socket.socket:
         ours, theirs = socket_pair()
         process = mp_context().Process(
-            target=run_in_process, args=(self.config, theirs), name="inference", daemon=True
+            target=run_worker_process, args=(self.config, theirs), name="inference", daemon=True
         )
         process.start()
         theirs.close()  # the child holds its end now; without closing ours, its death would never read as EOF
@@ -71,6 +96,8 @@ class ThreadHost:
         return None
 
     def start(self) -> socket.socket:
+        from app.inference.worker import run_in_thread
+
         ours, theirs = socket_pair()
         worker: Worker = self.worker_factory()
         self._thread = threading.Thread(

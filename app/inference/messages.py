@@ -8,11 +8,45 @@ fixed binary layout instead: ``app.inference.decoders``.)
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal, NamedTuple
+from typing import TYPE_CHECKING, Literal, NamedTuple
 
-from models.preprocessing import ImageError, InvertMode, Steps
+from app.card import ModelCard
+from app.inference.served_model import Exported
+from app.logs import LogFormat
+from models.images import ImageError, InvertMode, Steps
+
+if TYPE_CHECKING:  # app.runtime imports torch, which only the worker loads
+    from app.runtime import RuntimeName
 
 PixelType = Literal["uint8", "float32"]
+
+# An idle worker says it is alive this often; the supervisor takes a longer silence for a hang.
+HEARTBEAT_S = 0.5
+# Uploads up to this size go to the worker as they are, and it decodes them itself
+# (app.inference.worker); bigger ones go through the contained decoders first.
+INLINE_MAX_BYTES = 2048
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    """What a worker process needs to load its model: it starts with nothing else."""
+
+    model_path: str
+    device: str
+    max_image_pixels: int
+    flip_average: bool | None
+    ood_threshold: float | None
+    runtime: RuntimeName
+    torch_threads: int
+    max_batch_size: int
+    max_wait_s: float
+    # The version the first worker loaded: a replacement refuses a file that changed since.
+    # None for the first.
+    version: str | None = None
+    # The graph to serve in ONNX Runtime, exported where torch is; None: load the file with torch.
+    exported: Exported | None = None
+    log_level: str = "info"
+    log_format: LogFormat = "text"
 
 
 @dataclass(frozen=True)
@@ -126,7 +160,7 @@ class PassStats:
 @dataclass(frozen=True)
 class Ready:
     pid: int
-    runtime: str = "torch"  # what runs its network (app.runtime)
+    card: ModelCard  # the model it loaded, as served (its runtime included)
 
 
 @dataclass(frozen=True)

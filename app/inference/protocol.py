@@ -5,9 +5,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol
 
+from app.card import ModelCard
 from app.inference.messages import PixelType
-from app.predictor import Prediction
-from models.preprocessing import InvertMode
+from app.prediction import Prediction
+from models.images import InvertMode
 
 
 class QueueFullError(RuntimeError):
@@ -47,8 +48,8 @@ class Engine(Protocol):
         ...
 
     @property
-    def runtime(self) -> str | None:
-        """What runs the network (torch or onnxruntime); None before the worker first says."""
+    def card(self) -> ModelCard | None:
+        """The model the worker loaded, as served; None before it first says."""
         ...
 
     async def classify(

@@ -4,7 +4,7 @@ hangs or freezes.
     starting ──ready──> ready ──died, or silent for HANG_AFTER_S──> restarting ──ready──> ready
                                                         aclose() from any state ──> stopped
 
-The worker sends something at least every ``worker.HEARTBEAT_S``; the supervisor checks
+The worker sends something at least every ``messages.HEARTBEAT_S``; the supervisor checks
 on its own timer, so a frozen worker is found whether or not any request is waiting.
 """
 
@@ -19,11 +19,11 @@ import socket
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
+from app.card import ModelCard
 from app.inference.framing import FrameProtocol
-from app.inference.messages import FromWorker, Heartbeat, LoadFailed, Ready, Stop, ToWorker
+from app.inference.messages import HEARTBEAT_S, FromWorker, Heartbeat, LoadFailed, Ready, Stop, ToWorker
 from app.inference.protocol import RESTARTING, InferenceUnavailableError
-from app.inference.worker import HEARTBEAT_S
-from models.checkpoint import CheckpointError
+from models.errors import CheckpointError
 
 logger = logging.getLogger(__name__)
 
@@ -73,7 +73,7 @@ class Supervisor:
         self.on_lost = on_lost
         self.state = State.STARTING
         self.restarts = 0
-        self.runtime: str | None = None  # what runs the worker's network, once it is ready
+        self.card: ModelCard | None = None  # the model the worker loaded, once it is ready
         self._loop: asyncio.AbstractEventLoop | None = None
         self._link: FrameProtocol | None = None
         self._ready: asyncio.Future[None] | None = None
@@ -143,10 +143,10 @@ class Supervisor:
         if self.state is State.STOPPED:
             return
         self.state = State.READY
-        self.runtime = ready.runtime
+        self.card = ready.card
         if self._ready is not None and not self._ready.done():
             self._ready.set_result(None)
-        logger.info("inference process %s ready (runtime %s)", ready.pid, ready.runtime)
+        logger.info("inference process %s ready (runtime %s)", ready.pid, ready.card.runtime)
 
     def _check(self) -> None:
         """The heartbeat timer: a ready worker silent for ``HANG_AFTER_S`` is killed (and replaced)."""

@@ -8,6 +8,10 @@ Only small uploads are decoded here (``INLINE_MAX_BYTES``, and a header within
 ``INLINE_MAX_PIXELS``): their cost is bounded by their size, a fraction of a millisecond.
 Anything bigger is bounced to the contained decoders (``app.inference.decoders``) and comes
 back as 28x28 pixels.
+
+The worker batches numpy arrays and runs a ``ServedModel`` (app.inference.served_model).
+A worker process serving ONNX Runtime loads the graph the server had exported and never
+imports torch; one serving torch loads the checkpoint itself.
 """
 
 from __future__ import annotations
@@ -23,12 +27,13 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 
-import torch
+import numpy as np
 from PIL import Image
 
 from app.inference.batching import collate
 from app.inference.framing import Channel
 from app.inference.messages import (
+    HEARTBEAT_S,
     Answered,
     Bounced,
     Decoded,
@@ -44,38 +49,17 @@ from app.inference.messages import (
     Stop,
     Task,
     Timings,
+    WorkerConfig,
 )
-from app.logs import LogFormat, configure_logging
-from app.predictor import Predictor
-from app.runtime import RuntimeName
-from models.preprocessing import INPUT_SIZE, ImageError, Steps, unit_scale
+from app.inference.served_model import OnnxModel, ServedModel, unit_pixels
+from app.logs import configure_logging
+from models.images import DEFAULT_MAX_PIXELS, INPUT_SIZE, ImageError, Steps, decode_upload
 
 logger = logging.getLogger(__name__)
 
-# An idle worker says it is alive this often; the supervisor takes a longer silence for a hang.
-HEARTBEAT_S = 0.5
-# Uploads decoded in the worker itself; see the module docstring.
-INLINE_MAX_BYTES = 2048
+# Beside INLINE_MAX_BYTES, what an upload decoded here may be; see the module docstring.
 INLINE_MAX_PIXELS = 128 * 128
 INLINE_FORMATS = ("PNG", "JPEG", "GIF", "BMP", "WEBP")
-
-
-@dataclass(frozen=True)
-class WorkerConfig:
-    """What a worker process needs to load the same model the server checked."""
-
-    model_path: str
-    device: str
-    max_image_pixels: int
-    flip_average: bool | None
-    ood_threshold: float | None
-    runtime: RuntimeName
-    torch_threads: int
-    max_batch_size: int
-    max_wait_s: float
-    version: str  # the server's model version: the worker refuses a file that changed since
-    log_level: str = "info"
-    log_format: LogFormat = "text"
 
 
 class _NotInline(Exception):
@@ -93,7 +77,7 @@ class _Item:
 
     task: Task
     index: int
-    pixels: torch.Tensor  # 1x28x28 uint8
+    pixels: np.ndarray  # 1x28x28 uint8, or float32 in 0-1
     steps: Steps
     picture: bytes | None
     queued_at: float
@@ -112,10 +96,19 @@ class _Open:
 class Worker:
     """Serves tasks from a channel until told to stop or the channel closes."""
 
-    def __init__(self, predictor: Predictor, max_batch_size: int, max_wait_s: float) -> None:
+    def __init__(
+        self,
+        model: ServedModel,
+        max_batch_size: int,
+        max_wait_s: float,
+        max_image_pixels: int = DEFAULT_MAX_PIXELS,
+    ) -> None:
         if max_batch_size < 1 or max_wait_s < 0:
             raise ValueError("max_batch_size must be at least 1 and max_wait_s at least 0")
-        self.predictor = predictor
+        self.model = model
+        ood = model.card.ood
+        self.ood_threshold = None if ood is None else ood.threshold
+        self.max_image_pixels = max_image_pixels
         self.max_batch_size = max_batch_size
         self.max_wait_s = max_wait_s
         self._pending: deque[_Item] = deque()
@@ -191,27 +184,26 @@ class Worker:
         self._open[task.job_id] = _Open(task, [None] * len(items), len(items), timings)
         self._pending.extend(items)
 
-    def _stack(self, pixels: list[torch.Tensor]) -> torch.Tensor:
-        """One batch: uint8 pixels as they are; with any 0-1 floats a client sent, the network's input."""
-        if all(p.dtype == torch.uint8 for p in pixels):
-            return torch.stack(pixels)  # normalised by predict
-        unit = [p if p.is_floating_point() else unit_scale(p) for p in pixels]
-        return self.predictor.standardize(torch.stack(unit))
+    @staticmethod
+    def _stack(pixels: list[np.ndarray]) -> np.ndarray:
+        """One batch: uint8 pixels as they are; with any 0-1 floats a client sent, all in 0-1."""
+        if all(p.dtype == np.uint8 for p in pixels):
+            return np.stack(pixels)
+        return np.stack([unit_pixels(p) for p in pixels])
 
     def _item(self, task: Task, index: int, upload: bytes | Decoded) -> _Item:
         """One upload, decoded here unless it comes decoded, as an image waiting for its pass."""
         if isinstance(upload, Decoded):
             floating = upload.dtype == "float32"
-            dtype = torch.float32 if floating else torch.uint8
-            pixels = torch.frombuffer(bytearray(upload.pixels), dtype=dtype)
+            pixels = np.frombuffer(upload.pixels, dtype="<f4" if floating else np.uint8)
             picture: bytes | None = None if floating else upload.pixels
             steps = upload.steps
         else:
-            decoded = self.predictor.decode(upload, task.invert, task.keep_image, _check_inline)
-            pixels, steps = decoded.tensor, decoded.steps
-            picture = decoded.image.tobytes() if decoded.image is not None else None
+            image, steps = decode_upload(upload, task.invert, self.max_image_pixels, _check_inline)
+            pixels = np.asarray(image, dtype=np.uint8)
+            picture = image.tobytes() if task.keep_image else None
         kept = picture if task.keep_image else None
-        return _Item(task, index, pixels.view(1, INPUT_SIZE, INPUT_SIZE), steps, kept, 0.0)
+        return _Item(task, index, pixels.reshape(1, INPUT_SIZE, INPUT_SIZE), steps, kept, 0.0)
 
     def _predict(self, batch: list[_Item]) -> None:
         """predict and unbatch: one forward pass; each finished task answered with all its images."""
@@ -227,15 +219,14 @@ class Worker:
             return
         began, began_ns = time.perf_counter(), time.time_ns()
         try:
-            probabilities, scores = self.predictor.predict_scored(
-                self._stack([item.pixels for item in batch])
-            )
-            # One top-k for the whole pass, not a tensor operation per image.
-            values, indices = probabilities.topk(len(self.predictor.classes), dim=1)
+            probabilities, scores = self.model.predict(self._stack([item.pixels for item in batch]))
+            # One ranking for the whole pass, not an operation per image.
+            indices = np.argsort(-probabilities, axis=1, kind="stable")
+            values = np.take_along_axis(probabilities, indices, axis=1)
             values_list, indices_list = values.tolist(), indices.tolist()
-            finite_rows = torch.isfinite(probabilities).all(dim=1)
+            finite_rows = np.isfinite(probabilities).all(axis=1)
             if scores is not None:
-                finite_rows &= torch.isfinite(scores)
+                finite_rows &= np.isfinite(scores)
             finite = finite_rows.tolist()
             scores_list: list[float | None] = [None] * len(batch) if scores is None else scores.tolist()
         except Exception as exc:
@@ -265,7 +256,7 @@ class Worker:
                 self._out.append(NotFinite(item.task.job_id, item.index))
                 continue
             k = min(item.task.top_k, len(classes))
-            flagged = self.predictor.is_out_of_distribution(score)
+            flagged = None if score is None or self.ood_threshold is None else score > self.ood_threshold
             job.found[item.index] = Found(classes[:k], probs[:k], item.steps, item.picture, score, flagged)
             job.remaining -= 1
             if job.remaining == 0:
@@ -278,9 +269,32 @@ def run_in_thread(worker: Worker, sock: socket.socket) -> None:
     """A worker in a thread of the server process, on its end of a socket pair."""
     channel = Channel(sock)
     with contextlib.suppress(OSError):
-        channel.send(pickle.dumps([Ready(os.getpid(), worker.predictor.runtime)]))
+        channel.send(pickle.dumps([Ready(os.getpid(), worker.model.card)]))
         worker.serve(channel)
     channel.close()
+
+
+def load_model(config: WorkerConfig) -> ServedModel:
+    """The graph the server exported, in ONNX Runtime; else the checkpoint, loaded with torch."""
+    if config.exported is not None:
+        return OnnxModel(config.exported, config.torch_threads)
+    import torch  # only a worker that serves with torch imports it
+
+    from app.predictor import Predictor, PredictorModel
+
+    if config.torch_threads:
+        torch.set_num_threads(config.torch_threads)
+    predictor = Predictor.load(
+        config.model_path,
+        config.device,
+        config.max_image_pixels,
+        config.flip_average,
+        config.ood_threshold,
+        config.runtime,
+    )
+    if config.version is not None and predictor.version != config.version:
+        raise RuntimeError(f"{config.model_path} changed since start-up (now {predictor.version})")
+    return PredictorModel(predictor)
 
 
 def run_in_process(config: WorkerConfig, sock: socket.socket) -> None:
@@ -291,23 +305,12 @@ def run_in_process(config: WorkerConfig, sock: socket.socket) -> None:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     configure_logging(config.log_level, config.log_format)
     channel = Channel(sock)
-    if config.torch_threads:
-        torch.set_num_threads(config.torch_threads)
     try:
-        predictor = Predictor.load(
-            config.model_path,
-            config.device,
-            config.max_image_pixels,
-            config.flip_average,
-            config.ood_threshold,
-            config.runtime,
-        )
-        if predictor.version != config.version:
-            raise RuntimeError(f"{config.model_path} changed since start-up (now {predictor.version})")
+        model = load_model(config)
     except Exception as exc:  # reported to the server, which logs it
         channel.send(pickle.dumps([LoadFailed(f"{type(exc).__name__}: {exc}")]))
         return
     gc.collect()
     gc.freeze()
-    channel.send(pickle.dumps([Ready(os.getpid(), predictor.runtime)]))
-    Worker(predictor, config.max_batch_size, config.max_wait_s).serve(channel)
+    channel.send(pickle.dumps([Ready(os.getpid(), model.card)]))
+    Worker(model, config.max_batch_size, config.max_wait_s, config.max_image_pixels).serve(channel)

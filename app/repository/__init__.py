@@ -1,7 +1,7 @@
 """The models and versions the service serves, and the live changes to them.
 
 ``ModelRepository`` (registry.py) holds one ``ServedVersion`` (served.py) per loaded version:
-its predictor and its own inference engine (worker process), which start.py builds.
+its own inference engine (worker process) and what that loaded, which start.py builds.
 """
 
 from app.repository.registry import ConflictError, LoadError, ModelRepository, UnknownModelError

@@ -18,8 +18,8 @@ from typing import Any
 
 from app.repository.served import ServedVersion
 from app.repository.start import Shared, start_version
+from models.errors import first_line
 from models.repository import RepositoryError, check_name, model_names, model_versions
-from models.validation import first_line
 
 logger = logging.getLogger("app")
 
@@ -244,7 +244,7 @@ class ModelRepository:
         self.models = table
         metrics = self.shared.metrics
         for served in started:
-            metrics.set_model(served.name, served.version, served.predictor)
+            metrics.set_model(served.name, served.version, served.card)
         for served in gone:
             metrics.remove_model(served.name, served.version)
         # The queue depth is every version's.

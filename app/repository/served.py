@@ -1,4 +1,4 @@
-"""One loaded version of a model: its predictor, its inference engine, and who is using it."""
+"""One loaded version of a model: its inference engine, what it loaded, and who is using it."""
 
 from __future__ import annotations
 
@@ -6,9 +6,13 @@ import asyncio
 import contextlib
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from app.inference.protocol import Engine
-from app.predictor import Predictor
+
+if TYPE_CHECKING:
+    from app.predictor import Predictor
+from app.card import ModelCard
 
 
 @dataclass(eq=False)
@@ -21,11 +25,19 @@ class ServedVersion:
     # (FASHION_MODEL_PATH) the first 12 hex digits of its SHA-256.
     version: str
     rank: int  # newest is highest
-    predictor: Predictor
     engine: Engine
     path: Path
+    # The model itself, only where the worker is a thread of this process (tests, debugging).
+    predictor: Predictor | None = None
     in_use: int = 0
     _idle: asyncio.Event | None = field(default=None, repr=False)
+
+    @property
+    def card(self) -> ModelCard:
+        """What its worker loaded, as served (its latest worker's, after a restart)."""
+        card = self.engine.card
+        assert card is not None  # a version is served once its worker is ready
+        return card
 
     @property
     def ready(self) -> bool:

@@ -1,28 +1,32 @@
-"""Start one version: load and check its checkpoint, then start its inference worker.
+"""Start one version: its inference worker loads and checks the checkpoint, and says what
+it loaded (a ``ModelCard``); only a version whose worker is ready is handed to the repository.
 
-The checkpoint is read twice, by this process (the full validation and a warm-up, for the
-metadata the routes need) and by the worker, which refuses a file that changed in between.
-Only a version whose worker has said it is ready is handed to the repository.
+With a worker process (the default) this process never loads torch nor the model. For ONNX
+Runtime, a process of its own loads the checkpoint, checks it, exports its graph and exits;
+the worker serves that graph without torch, and a replacement worker starts from the same
+graph. For torch, the worker loads the checkpoint itself. With the worker in a thread, the
+predictor is loaded here and handed to it.
 """
 
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from app.inference.decoders import DecoderPool
 from app.inference.engine import InferenceEngine
-from app.inference.hosts import ProcessHost, ThreadHost
+from app.inference.hosts import ProcessHost, ThreadHost, in_fresh_process
+from app.inference.messages import WorkerConfig
+from app.inference.served_model import Exported
 from app.inference.supervisor import WorkerHost
-from app.inference.worker import Worker, WorkerConfig
 from app.metrics import Metrics
-from app.predictor import Predictor
 from app.repository.served import ServedVersion
 from app.settings import Settings
 
 if TYPE_CHECKING:
+    from app.predictor import Predictor
     from app.tracing import Tracing
 
 
@@ -37,28 +41,29 @@ class Shared:
 
 
 def load_predictor(settings: Settings, path: Path) -> Predictor:
-    """Load, check and warm up a checkpoint; CheckpointError or DeviceError when it cannot serve.
+    """Load, check and warm up a checkpoint for a worker thread; CheckpointError or
+    DeviceError when it cannot serve."""
+    from app.predictor import Predictor
 
-    With an inference process, this copy only checks the file and describes it: it runs on
-    torch, and the worker builds (and checks) the runtime that serves, which this process
-    then need not hold in memory.
-    """
-    runtime = "torch" if settings.inference_process else settings.runtime
     return Predictor.load(
         path,
         settings.device,
         settings.max_image_pixels,
         settings.flip_average,
         settings.ood_threshold,
-        runtime,
+        settings.runtime,
     )
 
 
-def worker_host(settings: Settings, predictor: Predictor, path: Path) -> WorkerHost:
-    max_wait_s = settings.max_batch_wait_ms / 1000
-    if not settings.inference_process:
-        return ThreadHost(lambda: Worker(predictor, settings.max_batch_size, max_wait_s))
-    config = WorkerConfig(
+def _export(config: WorkerConfig) -> Exported | None:
+    from app.predictor import export_for_worker
+
+    return export_for_worker(config)
+
+
+def worker_config(settings: Settings, path: Path) -> WorkerConfig:
+    """What a worker process needs to serve ``path`` as the settings say."""
+    return WorkerConfig(
         model_path=str(path),
         device=settings.device,
         max_image_pixels=settings.max_image_pixels,
@@ -67,12 +72,30 @@ def worker_host(settings: Settings, predictor: Predictor, path: Path) -> WorkerH
         runtime=settings.runtime,
         torch_threads=settings.torch_threads,
         max_batch_size=settings.max_batch_size,
-        max_wait_s=max_wait_s,
-        version=predictor.version,
+        max_wait_s=settings.max_batch_wait_ms / 1000,
         log_level=settings.log_level,
         log_format=settings.log_format,
     )
-    return ProcessHost(config)
+
+
+async def worker_host(settings: Settings, path: Path) -> tuple[WorkerHost, Predictor | None]:
+    """A process serving ``path`` (its graph exported first, unless it runs on torch), or a
+    thread serving a predictor loaded here; CheckpointError or DeviceError when it cannot serve."""
+    config = worker_config(settings, path)
+    if not settings.inference_process:
+        from app.inference.worker import Worker
+        from app.predictor import PredictorModel
+
+        # In a thread: a live load must not stop the event loop serving the other versions.
+        predictor = await asyncio.to_thread(load_predictor, settings, path)
+        model = PredictorModel(predictor)
+        options = (config.max_batch_size, config.max_wait_s, config.max_image_pixels)
+        return ThreadHost(lambda: Worker(model, *options)), predictor
+    if settings.runtime != "torch":
+        exported = await asyncio.to_thread(in_fresh_process, _export, config)
+        # auto's fallback (or CUDA) serves with torch: the worker need not try the export again.
+        config = replace(config, exported=exported, runtime="onnxruntime" if exported else "torch")
+    return ProcessHost(config), None
 
 
 async def start_version(
@@ -83,17 +106,20 @@ async def start_version(
     Raises CheckpointError or DeviceError, having started nothing that is left running.
     """
     settings = shared.settings
-    # In a thread: a live load must not stop the event loop serving the other versions.
-    predictor = await asyncio.to_thread(load_predictor, settings, path)
+    host, predictor = await worker_host(settings, path)
     engine = InferenceEngine(
-        predictor.classes,
         shared.metrics,
-        worker_host(settings, predictor, path),
+        host,
         shared.decoders,
         max_queue=settings.max_queue,
         timeout_s=settings.request_timeout_s,
         tracing=shared.tracing,
         owns_decoders=False,
     )
-    await engine.start()  # the worker has loaded it too, or CheckpointError
-    return ServedVersion(name, version or predictor.version, rank, predictor, engine, path)
+    await engine.start()  # the worker has loaded and checked it, or CheckpointError
+    card = engine.card
+    assert card is not None
+    if isinstance(host, ProcessHost) and host.config.exported is None:
+        # A replacement worker loads the file again: it must be the one this worker loaded.
+        host.config = replace(host.config, version=card.version)
+    return ServedVersion(name, version or card.version, rank, engine, path, predictor)

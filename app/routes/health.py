@@ -42,7 +42,7 @@ async def read_health(state: StateDep) -> HealthResponse | JSONResponse:
             status="ok",
             model_name=served.name,
             model_version=served.version,
-            device=str(served.predictor.device),
+            device=served.card.device,
             uptime_s=round(time.monotonic() - state.started_at, 1),
         )
     if state.status == "error":

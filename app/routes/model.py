@@ -20,7 +20,6 @@ from app.schemas import (
     ModelVersions,
     OODInfo,
 )
-from models.ood import METHOD as OOD_METHOD
 
 router = APIRouter(tags=["model"])
 
@@ -61,18 +60,17 @@ def public_train_args(train_args: dict[str, Any]) -> dict[str, Any]:
 
 def describe_version(served: ServedVersion) -> ModelInfoResponse:
     """One version's metadata: what its checkpoint says, and how it is served."""
-    predictor = served.predictor
-    loaded = predictor.loaded
-    spec = loaded.input_spec
+    card = served.card
+    spec = card.input
     return ModelInfoResponse(
         model_name=served.name,
         model_version=served.version,
-        version=loaded.version,
-        sha256=loaded.sha256,
-        arch=loaded.arch,
-        model_args=loaded.model_args,
-        num_parameters=predictor.num_parameters,
-        classes=predictor.classes,
+        version=card.version,
+        sha256=card.sha256,
+        arch=card.arch,
+        model_args=card.model_args,
+        num_parameters=card.num_parameters,
+        classes=list(card.classes),
         input=InputInfo(
             height=spec.height,
             width=spec.width,
@@ -80,19 +78,21 @@ def describe_version(served: ServedVersion) -> ModelInfoResponse:
             mean=list(spec.mean),
             std=list(spec.std),
         ),
-        metrics=public_metrics(loaded.metrics),
-        train_args=public_train_args(loaded.train_args),
-        created_at=loaded.created_at,
-        format_version=loaded.format_version,
-        flip_average=predictor.flip_average,
-        temperature=predictor.calibration.temperature,
+        metrics=public_metrics(card.metrics),
+        train_args=public_train_args(card.train_args),
+        created_at=card.created_at,
+        format_version=card.format_version,
+        flip_average=card.flip_average,
+        temperature=card.temperature,
         ood=None
-        if predictor.ood is None or predictor.ood_threshold is None
+        if card.ood is None
         else OODInfo(
-            method=OOD_METHOD, threshold=predictor.ood_threshold, validation_flag_rate=predictor.ood.flag_rate
+            method=card.ood.method,
+            threshold=card.ood.threshold,
+            validation_flag_rate=card.ood.validation_flag_rate,
         ),
-        device=str(predictor.device),
-        runtime=served.engine.runtime or predictor.runtime,
+        device=card.device,
+        runtime=card.runtime,
     )
 
 
@@ -108,7 +108,7 @@ def _newest(state: ServiceState, model: str | None) -> ServedVersion:
 @router.get("/classes", response_model=ClassesResponse, responses=error_responses(404, 422, 503))
 async def read_classes(state: StateDep, model: ModelName = None) -> ClassesResponse:
     """The model's class names (the default model's unless ``model`` names one), in index order."""
-    return ClassesResponse(classes=_newest(state, model).predictor.classes)
+    return ClassesResponse(classes=list(_newest(state, model).card.classes))
 
 
 @router.get(

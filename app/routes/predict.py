@@ -11,11 +11,11 @@ from pydantic_core import to_json
 
 from app.dependencies import Serving, get_serving
 from app.errors import error_responses, image_error
-from app.predictor import ItemError
+from app.prediction import ItemError
 from app.repository import ModelRepository, ServedVersion, UnknownModelError
 from app.request_context import note_predictions
 from app.schemas import BatchPredictionResponse, PredictionResponse, prediction_content
-from models.preprocessing import ImageError, InvertMode
+from models.images import ImageError, InvertMode
 from models.repository import NAME
 
 # No ApiKey dependency: every route here is a POST, which ApiKeyMiddleware has checked before

@@ -13,9 +13,10 @@ from fastapi.responses import JSONResponse
 
 from app import __version__
 from app.auth import ApiKey
+from app.card import ModelCard
 from app.dependencies import ServiceState, ServingDep, StateDep
 from app.errors import image_error
-from app.predictor import ItemError, Predictor
+from app.prediction import ItemError
 from app.repository import ModelRepository, ServedVersion, UnknownModelError
 from app.request_context import note_predictions
 from app.v2.codec import IMAGE, OOD_OUTPUTS, OUTPUTS, PIXELS, ProtocolError, encode_response, parse_request
@@ -30,7 +31,7 @@ from app.v2.schemas import (
     TensorMetadata,
     V2Error,
 )
-from models.preprocessing import INPUT_SIZE
+from models.images import INPUT_SIZE
 
 router = APIRouter(prefix="/v2", tags=["v2 (Open Inference Protocol)"])
 
@@ -111,7 +112,7 @@ async def read_model_version_ready(
 def _metadata(state: StateDep, name: str, version: str | None) -> ModelMetadata:
     repository = _repository(state)
     served = _resolve(repository, name, version)
-    predictor = served.predictor
+    card = served.card
     side = [INPUT_SIZE, INPUT_SIZE]
     return ModelMetadata(
         name=name,
@@ -122,7 +123,7 @@ def _metadata(state: StateDep, name: str, version: str | None) -> ModelMetadata:
             TensorMetadata(name=PIXELS, datatype="UINT8", shape=[-1, *side]),
         ],
         outputs=[
-            TensorMetadata(name="probabilities", datatype="FP32", shape=[-1, len(predictor.classes)]),
+            TensorMetadata(name="probabilities", datatype="FP32", shape=[-1, len(card.classes)]),
             TensorMetadata(name="class_index", datatype="INT64", shape=[-1]),
             TensorMetadata(name="class_name", datatype="BYTES", shape=[-1]),
             *(
@@ -130,16 +131,16 @@ def _metadata(state: StateDep, name: str, version: str | None) -> ModelMetadata:
                     TensorMetadata(name="ood_score", datatype="FP32", shape=[-1]),
                     TensorMetadata(name="out_of_distribution", datatype="BOOL", shape=[-1]),
                 ]
-                if predictor.ood is not None
+                if card.ood is not None
                 else []
             ),
         ],
     )
 
 
-def _output_names(predictor: Predictor) -> tuple[str, ...]:
+def _output_names(card: ModelCard) -> tuple[str, ...]:
     """The outputs this model gives: the out-of-distribution ones only with a fitted score."""
-    return OUTPUTS + OOD_OUTPUTS if predictor.ood is not None else OUTPUTS
+    return OUTPUTS + OOD_OUTPUTS if card.ood is not None else OUTPUTS
 
 
 @router.get(
@@ -194,10 +195,10 @@ async def _infer(request: Request, serving: ServingDep, name: str, version: str 
     body = await request.body()
     # Held until its answer: a version being unloaded meanwhile finishes this request first.
     with serving.repository.use(name, version) as served:
-        predictor = served.predictor
+        card = served.card
         limit = serving.settings.max_batch_files
-        inference = parse_request(body, request.headers.get(HEADER_LENGTH), limit, _output_names(predictor))
-        every_class = len(predictor.classes)
+        inference = parse_request(body, request.headers.get(HEADER_LENGTH), limit, _output_names(card))
+        every_class = len(card.classes)
         if inference.images is not None:
             try:
                 predictions = await served.engine.classify_many(
@@ -211,9 +212,7 @@ async def _infer(request: Request, serving: ServingDep, name: str, version: str 
             predictions = await served.engine.classify_pixels(inference.pixels, inference.dtype, every_class)
     serving.metrics.count_predictions(predictions, served.name, served.version)
     note_predictions(predictions, (served.name, served.version))
-    content, header_length = encode_response(
-        inference, predictions, predictor.classes, (name, served.version)
-    )
+    content, header_length = encode_response(inference, predictions, card.classes, (name, served.version))
     if header_length is None:
         return Response(content, media_type="application/json")
     headers = {"Inference-Header-Content-Length": str(header_length)}

@@ -20,9 +20,9 @@ import numpy as np
 from pydantic import ValidationError
 
 from app.inference.messages import PixelType
-from app.predictor import Prediction
+from app.prediction import Prediction
 from app.v2.schemas import InferenceRequest, Parameters, RequestInput
-from models.preprocessing import INPUT_SIZE, INVERT_MODES, InvertMode
+from models.images import INPUT_SIZE, INVERT_MODES, InvertMode
 
 IMAGE, PIXELS = "image", "pixels"
 OUTPUTS = ("probabilities", "class_index", "class_name")

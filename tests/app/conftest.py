@@ -13,7 +13,8 @@ from torch import nn
 
 from app.main import create_app
 from app.settings import ENV_PREFIX, Settings
-from models.checkpoint import FASHION_MNIST_CLASSES, InputSpec, make_checkpoint, save_checkpoint
+from models.checkpoint import make_checkpoint, save_checkpoint
+from models.metadata import FASHION_MNIST_CLASSES, InputSpec
 from models.networks import build_model
 from models.preprocessing import normalize
 from tests.conftest import REAL_DATA, REPO

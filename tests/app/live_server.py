@@ -44,6 +44,15 @@ def wait_until_ready(url: str, server: subprocess.Popen[bytes], log: Path, timeo
 def live_server(model: Path | None, log: Path, **settings: str) -> Iterator[str]:
     """``http://127.0.0.1:<port>`` of a server on ``model`` (None: a model_repository setting),
     with FASHION_<NAME> ``settings``."""
+    with live_server_process(model, log, **settings) as (url, _):
+        yield url
+
+
+@contextlib.contextmanager
+def live_server_process(
+    model: Path | None, log: Path, **settings: str
+) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """``live_server``'s URL, and its process."""
     port = free_port()
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("FASHION_")},
@@ -58,7 +67,7 @@ def live_server(model: Path | None, log: Path, **settings: str) -> Iterator[str]
     url = f"http://127.0.0.1:{port}"
     try:
         wait_until_ready(url, server, log)
-        yield url
+        yield url, server
     finally:
         server.terminate()
         try:

@@ -154,7 +154,10 @@ def test_an_internal_error_is_a_bare_500_whatever_its_message(
         raise RuntimeError(secret)
 
     # Decoding and the forward pass run in the inference worker: both errors must reach the route.
-    monkeypatch.setattr(app.state.service.predictor, where, broken)
+    if where == "decode":
+        monkeypatch.setattr("app.inference.worker.decode_upload", broken)
+    else:
+        monkeypatch.setattr(app.state.service.predictor, where, broken)
     for response in (
         client.post("/predict", files=upload(png_bytes())),
         client.post("/predict/batch", files=batch(png_bytes())),

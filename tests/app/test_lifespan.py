@@ -13,7 +13,8 @@ from fastapi.testclient import TestClient
 from app.lifespan import StartupError
 from app.main import create_app
 from app.settings import Settings
-from models.checkpoint import FASHION_MNIST_CLASSES, InputSpec, make_checkpoint, save_checkpoint
+from models.checkpoint import make_checkpoint, save_checkpoint
+from models.metadata import FASHION_MNIST_CLASSES, InputSpec
 from models.networks import build_model
 from tests.conftest import REPO
 
@@ -36,11 +37,11 @@ def test_what_start_up_loaded_is_frozen_out_of_the_collector_while_serving_and_t
     gc.unfreeze()
     with TestClient(create_app(settings)) as client:
         assert client.get("/health").status_code == 200
-        # The model's own tensors are among the frozen objects the collector now skips.
-        predictor = client.app.state.service.predictor  # type: ignore[attr-defined]
+        # What start-up made (here: what the worker said it loaded) is frozen: the collector skips it.
+        card = client.app.state.service.repository.newest().card  # type: ignore[attr-defined]
         assert gc.get_freeze_count() > 1000
-        assert gc.is_tracked(predictor)
-        assert id(predictor) not in {id(o) for o in gc.get_objects()}  # frozen: out of every generation
+        assert gc.is_tracked(card)
+        assert id(card) not in {id(o) for o in gc.get_objects()}  # frozen: out of every generation
     assert gc.get_freeze_count() == 0
 
 

@@ -20,9 +20,11 @@ import pytest
 import torch
 from PIL import Image
 
-from models.checkpoint import InputSpec, load_checkpoint, make_checkpoint, save_checkpoint
+from models.checkpoint import load_checkpoint, make_checkpoint, save_checkpoint
+from models.images import decode_image, to_model_image
+from models.metadata import InputSpec
 from models.networks import build_model
-from models.preprocessing import decode_image, preprocess, to_model_image
+from models.preprocessing import preprocess
 from tests.app.conftest import SHIPPED_MODEL
 from tests.app.images import TEXT, encode
 from tests.app.live_server import live_server

@@ -7,17 +7,14 @@ import pytest
 import torch
 from torch import nn
 
-from app.predictor import DeviceError, ItemError, Predictor, resolve_device
-from models.checkpoint import (
-    FASHION_MNIST_CLASSES,
-    CheckpointError,
-    InputSpec,
-    load_checkpoint,
-    make_checkpoint,
-    save_checkpoint,
-)
+from app.prediction import DeviceError, ItemError
+from app.predictor import Predictor, resolve_device
+from models.checkpoint import load_checkpoint, make_checkpoint, save_checkpoint
+from models.errors import CheckpointError
+from models.images import EmptyImageError, decode_image
+from models.metadata import FASHION_MNIST_CLASSES, InputSpec
 from models.networks import build_model, count_parameters
-from models.preprocessing import EmptyImageError, decode_image, normalize, preprocess
+from models.preprocessing import normalize, preprocess
 from tests.app.images import GARBAGE, encode, png_bytes, product_photo
 from tests.conftest import TINY_CNN_ARGS
 

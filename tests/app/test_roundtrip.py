@@ -5,6 +5,7 @@ from pathlib import Path
 from fastapi.testclient import TestClient
 
 from app.main import create_app
+from app.predictor import Predictor
 from app.settings import Settings
 from models.preprocessing import normalize
 from tests.app.images import encode
@@ -25,7 +26,6 @@ def test_a_checkpoint_written_by_the_training_job_is_served(fake_data_dir: Path,
         model = client.get("/model").json()
         upload = {"file": ("item.png", encode(images[0].numpy()), "image/png")}
         response = client.post("/predict", files=upload)
-        predictor = client.app.state.service.predictor  # type: ignore[attr-defined]
 
     assert model["arch"] == "cnn"
     assert model["metrics"]["test_accuracy"] == metrics["test_accuracy"]
@@ -33,6 +33,8 @@ def test_a_checkpoint_written_by_the_training_job_is_served(fake_data_dir: Path,
     assert model["train_args"]["output"] == "model.pth"
     assert response.status_code == 200
     # The app normalises with the statistics training measured and stored.
+    predictor = Predictor.load(output, device="cpu", runtime="torch")
     spec = predictor.loaded.input_spec
+    assert list(spec.mean) == model["input"]["mean"] and list(spec.std) == model["input"]["std"]
     offline = predictor.predict(normalize(images[:1].unsqueeze(1), spec.mean, spec.std))
     assert response.json()["class_index"] == int(offline.argmax(1))

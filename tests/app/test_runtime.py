@@ -10,13 +10,14 @@ import pytest
 import torch
 from fastapi.testclient import TestClient
 
+from app.inference.served_model import PROBE_TOLERANCE
 from app.main import create_app
 from app.predictor import Predictor
-from app.repository.start import worker_host
-from app.runtime import PROBE_TOLERANCE, OnnxRunner, probe_batch
+from app.runtime import OnnxRunner, probe_batch
 from app.settings import Settings, SettingsError, load_settings
-from models.checkpoint import CheckpointError
+from models.errors import CheckpointError
 from tests.app.conftest import SHIPPED_MODEL
+from tests.app.images import png_bytes
 
 
 def random_pixels(n: int, seed: int = 0) -> torch.Tensor:
@@ -111,13 +112,23 @@ def test_the_worker_runs_the_setting_and_model_reports_it(tiny_checkpoint: Path)
         settings = Settings(model_path=tiny_checkpoint, device="cpu", runtime=runtime)
         app = create_app(settings)
         with TestClient(app) as client:
-            # What the inference process runs; the server process itself holds no runtime
-            # beyond the torch copy that checks the file.
             assert client.get("/model").json()["runtime"] == runtime
-            assert app.state.service.repository.newest().predictor.runtime == "torch"
-        predictor = Predictor.load(tiny_checkpoint, device="cpu", runtime="torch")
-        host = worker_host(settings, predictor, tiny_checkpoint)
-        assert host.config.runtime == runtime  # type: ignore[attr-defined]
+            served = app.state.service.repository.newest()
+            assert served.predictor is None  # the server process holds no model
+            config = served.engine.supervisor.host.config
+            # onnxruntime: the graph exported at start-up, which the worker runs without torch.
+            assert (config.runtime, config.exported is not None) == (runtime, runtime == "onnxruntime")
+
+
+def test_auto_serves_with_torch_where_the_export_is_refused(
+    tiny_checkpoint: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The export runs in a process of its own; refused there, the worker loads the file with torch.
+    monkeypatch.setattr("app.repository.start.in_fresh_process", lambda function, config: None)
+    settings = Settings(model_path=tiny_checkpoint, device="cpu", runtime="auto")
+    with TestClient(create_app(settings)) as client:
+        assert client.get("/model").json()["runtime"] == "torch"
+        assert client.post("/predict", files={"file": ("a.png", png_bytes(), "image/png")}).status_code == 200
 
 
 def test_an_unknown_runtime_is_a_configuration_error(monkeypatch: pytest.MonkeyPatch) -> None:

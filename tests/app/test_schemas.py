@@ -6,9 +6,9 @@ import pytest
 from PIL import Image
 from pydantic_core import to_json
 
-from app.predictor import Prediction, ScoredClass
+from app.prediction import Prediction, ScoredClass
 from app.schemas import BatchPredictionResponse, PredictionResponse, prediction_content
-from models.preprocessing import Steps
+from models.images import Steps
 
 TOP = [ScoredClass(9, "Ankle boot", 0.9947912), ScoredClass(7, "Sneaker", 0.000767123)]
 

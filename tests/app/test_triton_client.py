@@ -17,7 +17,7 @@ import torch
 from PIL import Image
 
 from bench.uploads import CONTENT_TYPE, multipart
-from models.checkpoint import FASHION_MNIST_CLASSES
+from models.metadata import FASHION_MNIST_CLASSES
 from tests.app.conftest import SHIPPED_MODEL
 from tests.app.live_server import live_server
 

@@ -10,8 +10,8 @@ from PIL import Image, ImageFilter, ImageOps
 from app.predictor import Predictor
 from bench.photo_images import KINDS, make_photo
 from models.background import cut_out
-from models.checkpoint import FASHION_MNIST_CLASSES
-from models.preprocessing import decode_upload, model_image
+from models.images import decode_upload, model_image
+from models.metadata import FASHION_MNIST_CLASSES
 from tests.conftest import REPO
 from training.data import load_fashion_mnist, prepare_fashion_mnist
 

@@ -11,14 +11,9 @@ from models.calibration import (
     reliability_bins,
     view_probabilities,
 )
-from models.checkpoint import (
-    FASHION_MNIST_CLASSES,
-    CheckpointError,
-    InputSpec,
-    load_checkpoint,
-    make_checkpoint,
-    save_checkpoint,
-)
+from models.checkpoint import load_checkpoint, make_checkpoint, save_checkpoint
+from models.errors import CheckpointError
+from models.metadata import FASHION_MNIST_CLASSES, InputSpec
 from models.networks import build_model
 from tests.conftest import TINY_CNN_ARGS
 

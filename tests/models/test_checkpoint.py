@@ -8,16 +8,14 @@ import pytest
 import torch
 
 from models.checkpoint import (
-    FASHION_MNIST_CLASSES,
     FORMAT_VERSION,
-    TUTORIAL_INPUT,
-    CheckpointError,
-    InputSpec,
     load_checkpoint,
     make_checkpoint,
     read_checkpoint,
     save_checkpoint,
 )
+from models.errors import CheckpointError
+from models.metadata import FASHION_MNIST_CLASSES, TUTORIAL_INPUT, InputSpec
 from models.networks import MLP, build_model
 from tests.conftest import TINY_CNN_ARGS
 

@@ -4,14 +4,9 @@ import pytest
 import torch
 
 from models.calibration import Calibration
-from models.checkpoint import (
-    FASHION_MNIST_CLASSES,
-    CheckpointError,
-    InputSpec,
-    load_checkpoint,
-    make_checkpoint,
-    save_checkpoint,
-)
+from models.checkpoint import load_checkpoint, make_checkpoint, save_checkpoint
+from models.errors import CheckpointError
+from models.metadata import FASHION_MNIST_CLASSES, InputSpec
 from models.networks import build_model, logits_and_features
 from models.ood import OODDetector, fit
 from tests.conftest import TINY_CNN_ARGS

@@ -9,7 +9,8 @@ import torch
 from PIL import Image
 
 from app.predictor import Predictor
-from models.checkpoint import FASHION_MNIST_CLASSES, load_checkpoint
+from models.checkpoint import load_checkpoint
+from models.metadata import FASHION_MNIST_CLASSES
 from tests.conftest import REPO
 from training.data import load_fashion_mnist, prepare_fashion_mnist
 from training.evaluate import evaluate_checkpoint

@@ -6,7 +6,7 @@ import pytest
 import torch
 from PIL import Image
 
-from models.checkpoint import FASHION_MNIST_CLASSES
+from models.metadata import FASHION_MNIST_CLASSES
 from tests.conftest import synthetic_images
 from training.custom_dataset import CustomImageDataset
 from training.data import load_fashion_mnist, prepare_fashion_mnist, stratified_split
@@ -131,7 +131,8 @@ def test_transform_hooks_are_applied(tmp_path: Path) -> None:
 
 
 def test_custom_images_go_through_the_serving_preprocessing(tmp_path: Path) -> None:
-    from models.preprocessing import decode_image, pixels_to_tensor, to_model_image
+    from models.images import decode_image, to_model_image
+    from models.preprocessing import pixels_to_tensor
 
     folder = make_image_folder(tmp_path / "images")
     csv = write_csv(tmp_path / "labels.csv", ["img4.png,1"])

@@ -5,7 +5,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from models.checkpoint import FASHION_MNIST_CLASSES, InputSpec, make_checkpoint, save_checkpoint
+from models.checkpoint import make_checkpoint, save_checkpoint
+from models.metadata import FASHION_MNIST_CLASSES, InputSpec
 from models.networks import build_model
 from tests.training.test_data import make_image_folder, write_csv
 from training import evaluate

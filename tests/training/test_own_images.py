@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from models.checkpoint import FASHION_MNIST_CLASSES, load_checkpoint
+from models.checkpoint import load_checkpoint
+from models.metadata import FASHION_MNIST_CLASSES
 from tests.conftest import synthetic_images
 from tests.training.test_data import make_image_folder, write_csv
 from training import train

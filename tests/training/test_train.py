@@ -4,7 +4,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from models.checkpoint import FASHION_MNIST_CLASSES, load_checkpoint, read_checkpoint
+from models.checkpoint import load_checkpoint, read_checkpoint
+from models.metadata import FASHION_MNIST_CLASSES
 from training import evaluate, train
 from training.__main__ import run
 from training.config import PRESETS, parse_args

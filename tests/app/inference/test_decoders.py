@@ -18,12 +18,12 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import IcoImagePlugin, Image
 
-import models.preprocessing
+import models.images
 from app.inference.decoders import DecoderLimits, DecoderPool
 from app.inference.hosts import mp_context
 from app.main import create_app
 from app.settings import Settings
-from models.preprocessing import (
+from models.images import (
     MAX_JPEG_SCANS,
     CorruptImageError,
     ImageTooCostlyError,
@@ -87,11 +87,11 @@ def test_pixels_that_cannot_be_converted_are_a_400_not_a_500(
     def unconvertible(image: Image.Image) -> Image.Image:
         raise ValueError(f"conversion from {image.mode} to L not supported")
 
-    monkeypatch.setattr(models.preprocessing, "to_grayscale", unconvertible)
-    caplog.set_level(logging.INFO, logger="models.preprocessing")
+    monkeypatch.setattr(models.images, "to_grayscale", unconvertible)
+    caplog.set_level(logging.INFO, logger="models.images")
     with pytest.raises(CorruptImageError, match=r"^the image's L pixels cannot be converted to grayscale$"):
         decode_upload(png_bytes())
-    (line,) = [r.getMessage() for r in caplog.records if r.name == "models.preprocessing"]
+    (line,) = [r.getMessage() for r in caplog.records if r.name == "models.images"]
     assert line == "upload refused at convert: ValueError: conversion from L to L not supported"
 
 

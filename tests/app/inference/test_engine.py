@@ -26,8 +26,9 @@ from app.inference.messages import Decoded, Task
 from app.inference.protocol import InferenceTimeoutError, NonFiniteOutputError, QueueFullError
 from app.inference.worker import Worker
 from app.metrics import Metrics
-from app.predictor import ItemError, Predictor
-from models.preprocessing import CorruptImageError, EmptyImageError, Steps
+from app.prediction import ItemError
+from app.predictor import Predictor, PredictorModel
+from models.images import CorruptImageError, EmptyImageError, Steps
 from tests.app.held_forward import SAFETY_S, HeldForward
 from tests.app.images import GARBAGE, fashion_like, png_bytes
 
@@ -51,10 +52,10 @@ async def running(
 ) -> AsyncIterator[InferenceEngine]:
     """An engine whose worker is a thread of this process, closed afterwards, passed or failed."""
     limits = DecoderLimits(cpu_s=5.0, memory_bytes=512 * 2**20, max_pixels=predictor.max_image_pixels)
+    model = PredictorModel(predictor)
     engine = InferenceEngine(
-        predictor.classes,
         Metrics(),
-        ThreadHost(lambda: Worker(predictor, max_batch_size, max_wait_s)),
+        ThreadHost(lambda: Worker(model, max_batch_size, max_wait_s, predictor.max_image_pixels)),
         DecoderPool(1, limits, mp_context()),
         **options,
     )
@@ -319,11 +320,9 @@ def test_a_failed_forward_pass_fails_its_requests_and_the_worker_carries_on(
 def test_invalid_options_are_refused(predictor: Predictor) -> None:
     for options in ({"max_batch_size": 0}, {"max_wait_s": -1.0}):
         with pytest.raises(ValueError):
-            Worker(predictor, **{"max_batch_size": 32, "max_wait_s": 0.002, **options})
-    host = ThreadHost(lambda: Worker(predictor, 32, 0.002))
+            Worker(PredictorModel(predictor), **{"max_batch_size": 32, "max_wait_s": 0.002, **options})
+    host = ThreadHost(lambda: Worker(PredictorModel(predictor), 32, 0.002))
     limits = DecoderLimits(cpu_s=1.0, memory_bytes=2**28, max_pixels=10**6)
     for engine_options in ({"max_queue": 0}, {"timeout_s": 0.0}):
         with pytest.raises(ValueError):
-            InferenceEngine(
-                predictor.classes, Metrics(), host, DecoderPool(1, limits, mp_context()), **engine_options
-            )
+            InferenceEngine(Metrics(), host, DecoderPool(1, limits, mp_context()), **engine_options)

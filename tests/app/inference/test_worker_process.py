@@ -5,7 +5,9 @@ decoders without holding anyone up. No test measures time."""
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
+import shutil
 import signal
 import time
 from collections.abc import Iterator
@@ -19,8 +21,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from app.inference import supervisor
-from app.inference.worker import INLINE_MAX_BYTES, WorkerConfig
-from app.lifespan import StartupError
+from app.inference.messages import INLINE_MAX_BYTES
 from app.main import create_app
 from app.predictor import Predictor
 from app.settings import Settings
@@ -319,19 +320,37 @@ def test_requests_held_by_a_dying_child_fail_with_503_and_health_says_restarting
     assert client.post("/predict", files=upload(png_bytes())).status_code == 200
 
 
-def test_a_model_file_replaced_after_the_check_stops_start_up(
-    tiny_checkpoint: Path, trained_checkpoint: Path, monkeypatch: pytest.MonkeyPatch
+def test_a_replacement_worker_on_torch_refuses_a_model_file_replaced_since_start_up(
+    tiny_checkpoint: Path, trained_checkpoint: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    # The parent checks the file, then the child loads it: it must be the same file.
-    app = create_app(Settings(model_path=tiny_checkpoint, device="cpu"))
+    # On torch each worker reads the file itself: a replacement must find the one served.
+    model = tmp_path / "model.pth"
+    shutil.copy(tiny_checkpoint, model)
+    settings = Settings(model_path=model, device="cpu", runtime="torch")
+    logged = caplog.at_level(logging.ERROR, logger="app.inference.supervisor")
+    with logged, TestClient(create_app(settings)) as client:
+        shutil.copy(trained_checkpoint, model)
+        os.kill(child_pid(client), signal.SIGKILL)
+        wait_for(lambda: any("changed since start-up" in r.getMessage() for r in caplog.records))
+        assert client.get("/health").status_code == 503
 
-    def swapped(**kwargs: object) -> WorkerConfig:
-        return WorkerConfig(**{**kwargs, "model_path": str(trained_checkpoint)})  # type: ignore[arg-type]
 
-    monkeypatch.setattr("app.repository.start.WorkerConfig", swapped)
-    with pytest.raises(StartupError, match="changed since start-up"), TestClient(app):
-        pass
-    assert app.state.service.status == "error"
+def test_a_replacement_worker_on_onnxruntime_serves_the_graph_exported_at_start_up(
+    tiny_checkpoint: Path, trained_checkpoint: Path, tmp_path: Path
+) -> None:
+    model = tmp_path / "model.pth"
+    shutil.copy(tiny_checkpoint, model)
+    settings = Settings(model_path=model, device="cpu", runtime="onnxruntime")
+    with TestClient(create_app(settings)) as client:
+        served = client.get("/model").json()
+        engine = client.app.state.service.engine  # type: ignore[attr-defined]
+        first = child_pid(client)
+        shutil.copy(trained_checkpoint, model)  # not read again: the exported graph is held
+        os.kill(first, signal.SIGKILL)
+        wait_for(lambda: engine.pid not in (None, first) and engine.ready)
+        again = client.get("/model").json()
+        assert (again["sha256"], again["runtime"]) == (served["sha256"], "onnxruntime")
+        assert client.post("/predict", files=upload(png_bytes())).status_code == 200
 
 
 def _alive(pid: int) -> bool:

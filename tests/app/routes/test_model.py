@@ -7,7 +7,8 @@ from fastapi.testclient import TestClient
 from app.main import create_app
 from app.routes.model import public_metrics, public_train_args
 from app.settings import Settings
-from models.checkpoint import FASHION_MNIST_CLASSES, InputSpec, make_checkpoint, save_checkpoint
+from models.checkpoint import make_checkpoint, save_checkpoint
+from models.metadata import FASHION_MNIST_CLASSES, InputSpec
 from models.networks import build_model, count_parameters
 from tests.conftest import TINY_CNN_ARGS
 

@@ -11,7 +11,7 @@ from PIL import Image
 
 from app.main import create_app
 from app.settings import Settings
-from models.preprocessing import decode_image, to_model_image
+from models.images import decode_image, to_model_image
 from tests.app.images import GARBAGE, PDF, SVG, TEXT, encode, fashion_like, png_bomb, png_bytes, product_photo
 
 

@@ -6,8 +6,8 @@ import pytest
 import torch
 from PIL import Image
 
-import models.preprocessing
-from models.preprocessing import (
+import models.images
+from models.images import (
     FORMATS,
     REDUCED_SIDE,
     CorruptImageError,
@@ -19,11 +19,10 @@ from models.preprocessing import (
     decode_image,
     decode_upload,
     model_image,
-    normalize,
-    preprocess,
     to_grayscale,
     to_model_image,
 )
+from models.preprocessing import normalize, preprocess
 
 MEAN, STD = (0.286,), (0.353,)
 
@@ -129,7 +128,7 @@ def test_a_big_picture_scaled_down_first_gives_the_same_28x28(
         exif[0x0112] = orientation  # "rotate 90 clockwise to display"
     data = encode(big_picture(mode), fmt, exif=exif)
     reduced, reduced_inverted = to_model_image(decode_image(data))
-    monkeypatch.setattr(models.preprocessing, "REDUCED_SIDE", 10**6)  # full resolution throughout
+    monkeypatch.setattr(models.images, "REDUCED_SIDE", 10**6)  # full resolution throughout
     full = decode_image(data)
     assert full.size == (1800, 1200)
     full_image, full_inverted = to_model_image(full)
@@ -153,7 +152,7 @@ def test_a_big_transparent_picture_is_averaged_as_if_composited_onto_black(
     pixels[200:800, 501:700:2] = (255, 255, 255, 0)
     picture = Image.fromarray(pixels, "RGBA")
     reduced = np.asarray(to_model_image(picture, "false")[0], dtype=int)
-    monkeypatch.setattr(models.preprocessing, "REDUCED_SIDE", 10**6)
+    monkeypatch.setattr(models.images, "REDUCED_SIDE", 10**6)
     full = np.asarray(to_model_image(picture, "false")[0], dtype=int)
     for image in (reduced, full):
         assert image[14, 8] == 255  # the solid half, the item's brightest
@@ -169,7 +168,7 @@ def test_a_big_picture_with_a_transparent_colour_is_matched_before_it_is_average
     pixels[333:667, 401:599] = (40, 60, 90)  # edges off the 4-pixel grid of the reduction
     data = encode(Image.fromarray(pixels), "PNG", transparency=(240, 240, 240))
     reduced = np.asarray(to_model_image(decode_image(data))[0], dtype=int)
-    monkeypatch.setattr(models.preprocessing, "REDUCED_SIDE", 10**6)
+    monkeypatch.setattr(models.images, "REDUCED_SIDE", 10**6)
     full = np.asarray(to_model_image(decode_image(data))[0], dtype=int)
     # Inside the item (its outer pixels are cut differently at the two scales): colours
     # averaged first leave a light halo, the stretch makes it the brightest part, and the

@@ -1,0 +1,107 @@
+"""What an inference worker runs: a ``ServedModel``, numpy pixels in, numpy answers out.
+
+    OnnxModel       the served graph exported to ONNX, in ONNX Runtime: a worker that runs
+                    it never imports torch (the export is made and checked elsewhere:
+                    ``app.predictor.export_for_worker``, in a process of its own)
+    PredictorModel  a loaded ``app.predictor.Predictor``, whichever runtime it picked
+
+The worker batches uint8 pixels as uploads decode to, or float32 in 0-1 where a client
+sent those; the model normalises them with its checkpoint's statistics.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+from app.card import ModelCard
+from models.errors import CheckpointError
+
+PROBE_TOLERANCE = 1e-5
+
+
+class ServedModel(Protocol):
+    card: ModelCard
+
+    def predict(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """N x 1 x 28 x 28 pixels (uint8, or float32 in 0-1) to N x classes calibrated
+        probabilities and N out-of-distribution scores (None without a fitted score)."""
+        ...
+
+
+@dataclass(frozen=True)
+class Exported:
+    """A checkpoint's served graph as ONNX, checked against torch where it was made, and
+    what a worker checks its own session against before it serves."""
+
+    card: ModelCard
+    onnx: bytes
+    outputs: list[str]
+    probe: np.ndarray  # N x 1 x 28 x 28 uint8 pictures
+    probabilities: np.ndarray  # torch's answers on them
+    scores: np.ndarray | None
+
+
+def disagreement(
+    probabilities: np.ndarray,
+    scores: np.ndarray | None,
+    expected: np.ndarray,
+    expected_scores: np.ndarray | None,
+) -> str | None:
+    """Where a runtime's answers on the probe depart from torch's beyond the tolerance, or None."""
+    gap = float(np.abs(probabilities - expected).max())
+    if not gap <= PROBE_TOLERANCE:  # NaN fails too
+        return f"probabilities differ from torch's by up to {gap:.1e} (limit {PROBE_TOLERANCE:.0e})"
+    if expected_scores is not None:
+        if scores is None:
+            return "it gives no out-of-distribution score"
+        relative = float((np.abs(scores - expected_scores) / np.maximum(np.abs(expected_scores), 1)).max())
+        if not relative <= PROBE_TOLERANCE:
+            return f"out-of-distribution scores differ from torch's by up to {relative:.1e} of their size"
+    return None
+
+
+def onnx_session(model: bytes, threads: int) -> object:
+    """An ONNX Runtime session on the CPU with ``threads`` threads for each pass."""
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = onnxruntime.ExecutionMode.ORT_SEQUENTIAL
+    # Threads that spin between passes take the core the event loop needs.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.log_severity_level = 3  # errors only: it warns about every unused initializer
+    return onnxruntime.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+
+
+def unit_pixels(pixels: np.ndarray) -> np.ndarray:
+    """Pixels as float32 in 0-1: uint8 divided by 255 (torchvision's ToTensor), floats as they are."""
+    if pixels.dtype == np.uint8:
+        return np.divide(pixels, np.float32(255.0), dtype=np.float32)
+    return pixels.astype(np.float32, copy=True)
+
+
+class OnnxModel:
+    """An exported graph in ONNX Runtime; CheckpointError (one line) unless it gives torch's
+    answers on the export's probe."""
+
+    def __init__(self, exported: Exported, threads: int) -> None:
+        self.card = exported.card
+        self.outputs = exported.outputs
+        self.session = onnx_session(exported.onnx, threads or os.cpu_count() or 1)
+        spec = exported.card.input
+        self.mean, self.std = np.float32(spec.mean[0]), np.float32(spec.std[0])
+        problem = disagreement(*self.predict(exported.probe), exported.probabilities, exported.scores)
+        if problem is not None:
+            raise CheckpointError(f"runtime onnxruntime refused: {problem}; use runtime torch")
+
+    def predict(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        x = unit_pixels(pixels)
+        x -= self.mean
+        x /= self.std
+        results = self.session.run(self.outputs, {"input": x})  # type: ignore[attr-defined]
+        return np.asarray(results[0]), np.asarray(results[1]) if len(results) > 1 else None
