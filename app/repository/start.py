@@ -11,6 +11,7 @@ predictor is loaded here and handed to it.
 from __future__ import annotations
 
 import asyncio
+import os
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -28,6 +29,10 @@ from app.settings import Settings
 if TYPE_CHECKING:
     from app.predictor import Predictor
     from app.tracing import Tracing
+
+# The export runs at the lowest CPU priority: a live load takes the CPU that serving leaves
+# (seconds longer on a saturated machine), and the requests in flight keep their latency.
+EXPORT_NICENESS = 19
 
 
 @dataclass(frozen=True)
@@ -56,6 +61,7 @@ def load_predictor(settings: Settings, path: Path) -> Predictor:
 
 
 def _export(config: WorkerConfig) -> Exported | None:
+    os.nice(EXPORT_NICENESS)  # a live load runs beside requests in flight
     from app.predictor import export_for_worker
 
     return export_for_worker(config)

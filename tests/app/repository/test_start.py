@@ -1,0 +1,24 @@
+"""Starting a version: where the model is exported, and at what priority."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+import app.predictor
+from app.repository import start
+from app.settings import Settings
+
+
+def test_the_export_yields_the_cpu_to_requests_in_flight(
+    tiny_checkpoint: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # It runs in a process of its own (in_fresh_process); here, what that process does first.
+    calls: list[str] = []
+    monkeypatch.setattr(start.os, "nice", lambda increment: calls.append(f"nice {increment}"))
+    monkeypatch.setattr(app.predictor, "export_for_worker", lambda config: calls.append("export"))
+    config = start.worker_config(Settings(model_path=tiny_checkpoint, device="cpu"), tiny_checkpoint)
+    start._export(config)
+    assert calls == [f"nice {start.EXPORT_NICENESS}", "export"]
+    assert start.EXPORT_NICENESS > 0
