@@ -48,9 +48,11 @@ def test_the_default_serves_from_a_child_process(settings: Settings) -> None:
 
 
 def test_concurrent_requests_are_batched_and_answer_as_in_threads_and_one_by_one(
-    trained_checkpoint: Path, fashion_root: Path
+    trained_checkpoint: Path, fashion_root: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from training.data import load_fashion_mnist
+
+    monkeypatch.setattr(supervisor, "HANG_AFTER_S", 60.0)  # the worker is stopped on purpose below
 
     images, _ = load_fashion_mnist(fashion_root, train=False)
     pngs = [encode(image.numpy()) for image in images[:256]]
@@ -61,10 +63,23 @@ def test_concurrent_requests_are_batched_and_answer_as_in_threads_and_one_by_one
     with TestClient(create_app(Settings(model_path=trained_checkpoint, device="cpu"))) as client:
         alone = [scores(client.post("/predict", params=params, files=upload(png))) for png in pngs]
         passes_alone = metric_value(client.get("/metrics").text, "fashion_batch_size_count")
-        with ThreadPoolExecutor(64) as pool:
-            together = list(
-                pool.map(lambda png: scores(client.post("/predict", params=params, files=upload(png))), pngs)
-            )
+        # The worker stopped until 64 requests wait for it: they reach it together, whatever
+        # the threads' timing, and must share forward passes.
+        engine = client.app.state.service.engine  # type: ignore[attr-defined]
+        pid = child_pid(client)
+
+        def post(png: bytes) -> dict[int, float]:
+            return scores(client.post("/predict", params=params, files=upload(png)))
+
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            with ThreadPoolExecutor(64) as pool:
+                posted = [pool.submit(post, png) for png in pngs]
+                wait_for(lambda: engine.depth == 64)
+                os.kill(pid, signal.SIGCONT)
+                together = [future.result() for future in posted]
+        finally:
+            os.kill(pid, signal.SIGCONT)
         text = client.get("/metrics").text
     assert passes_alone == 256  # one at a time: one forward pass each
     passes = metric_value(text, "fashion_batch_size_count") - passes_alone
