@@ -116,6 +116,18 @@ class Predictor:
         loaded = load_checkpoint(Path(path))
         return cls(loaded, resolve_device(device), max_image_pixels, flip_average, ood_threshold, runtime)
 
+    @classmethod
+    def from_config(cls, config: WorkerConfig) -> Predictor:
+        """The checkpoint a worker serves, loaded as ``load`` does with the worker's settings."""
+        return cls.load(
+            config.model_path,
+            config.device,
+            config.max_image_pixels,
+            config.flip_average,
+            config.ood_threshold,
+            config.runtime,
+        )
+
     @property
     def version(self) -> str:
         return self.loaded.version
@@ -271,14 +283,7 @@ def export_for_worker(config: WorkerConfig) -> Exported | None:
     DeviceError when it cannot serve. Run in a process of its own (app.repository.start).
     """
     configure_logging(config.log_level, config.log_format)
-    predictor = Predictor.load(
-        config.model_path,
-        config.device,
-        config.max_image_pixels,
-        config.flip_average,
-        config.ood_threshold,
-        config.runtime,
-    )
+    predictor = Predictor.from_config(config)
     runner = predictor.runner
     if not isinstance(runner, OnnxRunner):
         return None

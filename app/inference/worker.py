@@ -196,13 +196,12 @@ class Worker:
         if isinstance(upload, Decoded):
             floating = upload.dtype == "float32"
             pixels = np.frombuffer(upload.pixels, dtype="<f4" if floating else np.uint8)
-            picture: bytes | None = None if floating else upload.pixels
+            kept = None if floating or not task.keep_image else upload.pixels
             steps = upload.steps
         else:
             image, steps = decode_upload(upload, task.invert, self.max_image_pixels, _check_inline)
             pixels = np.asarray(image, dtype=np.uint8)
-            picture = image.tobytes() if task.keep_image else None
-        kept = picture if task.keep_image else None
+            kept = image.tobytes() if task.keep_image else None
         return _Item(task, index, pixels.reshape(1, INPUT_SIZE, INPUT_SIZE), steps, kept, 0.0)
 
     def _predict(self, batch: list[_Item]) -> None:
@@ -284,14 +283,7 @@ def load_model(config: WorkerConfig) -> ServedModel:
 
     if config.torch_threads:
         torch.set_num_threads(config.torch_threads)
-    predictor = Predictor.load(
-        config.model_path,
-        config.device,
-        config.max_image_pixels,
-        config.flip_average,
-        config.ood_threshold,
-        config.runtime,
-    )
+    predictor = Predictor.from_config(config)
     if config.version is not None and predictor.version != config.version:
         raise RuntimeError(f"{config.model_path} changed since start-up (now {predictor.version})")
     return PredictorModel(predictor)

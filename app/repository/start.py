@@ -45,21 +45,6 @@ class Shared:
     tracing: Tracing | None
 
 
-def load_predictor(settings: Settings, path: Path) -> Predictor:
-    """Load, check and warm up a checkpoint for a worker thread; CheckpointError or
-    DeviceError when it cannot serve."""
-    from app.predictor import Predictor
-
-    return Predictor.load(
-        path,
-        settings.device,
-        settings.max_image_pixels,
-        settings.flip_average,
-        settings.ood_threshold,
-        settings.runtime,
-    )
-
-
 def _export(config: WorkerConfig) -> Exported | None:
     os.nice(EXPORT_NICENESS)  # a live load runs beside requests in flight
     from app.predictor import export_for_worker
@@ -90,10 +75,10 @@ async def worker_host(settings: Settings, path: Path) -> tuple[WorkerHost, Predi
     config = worker_config(settings, path)
     if not settings.inference_process:
         from app.inference.worker import Worker
-        from app.predictor import PredictorModel
+        from app.predictor import Predictor, PredictorModel
 
         # In a thread: a live load must not stop the event loop serving the other versions.
-        predictor = await asyncio.to_thread(load_predictor, settings, path)
+        predictor = await asyncio.to_thread(Predictor.from_config, config)
         model = PredictorModel(predictor)
         options = (config.max_batch_size, config.max_wait_s, config.max_image_pixels)
         return ThreadHost(lambda: Worker(model, *options)), predictor
