@@ -115,11 +115,13 @@ class Supervisor:
 
     async def _launch(self) -> None:
         assert self._loop is not None
+        # Before the worker starts: a worker quick to load (a thread handed a loaded model) can
+        # say Ready while the connection is still being made.
+        self._ready = self._loop.create_future()
+        self._ready.add_done_callback(_retrieve)
         sock = self.host.start()
         _, link = await self._loop.create_unix_connection(lambda: FrameProtocol(self._on_frame), sock=sock)
         self._link = link
-        self._ready = self._loop.create_future()
-        self._ready.add_done_callback(_retrieve)
         self._heard = self._loop.time()
         # Only this worker's end may report this worker lost, not an earlier one's closing late.
         link.closed.add_done_callback(lambda _: self._lost() if self._link is link else None)
