@@ -86,6 +86,16 @@ class Settings(BaseSettings):
     max_batch_wait_ms: float = Field(
         2.0, ge=0, le=1000, description="longest a batch waits for more images after its first one"
     )
+    # A lone client's next request reaches the worker about a millisecond after its answer
+    # left; a worker still polling then answers it without a wake-up, faster (measured on 2
+    # cores, docs/BENCHMARKS.md). The cost is CPU that nothing else wanted: each poll yields.
+    worker_spin_ms: float = Field(
+        2.0,
+        ge=0,
+        le=1000,
+        description="after answering, how long the inference process polls for more work "
+        "before it sleeps; 0: sleep at once",
+    )
     max_queue: int = Field(
         1024, ge=1, description="most images admitted and not yet answered; beyond it, 503 and Retry-After"
     )
@@ -101,7 +111,7 @@ class Settings(BaseSettings):
         description="after SIGTERM, longest fashion-serve waits for requests in flight, then cancels them",
     )
     # In one process the event loop and the inference take turns on one GIL; measured on
-    # 2 cores at concurrency 64, a worker process of its own served 879 requests/s against 493.
+    # 2 cores at concurrency 64, a worker process of its own served about 2,300 requests/s against 814.
     inference_process: bool = Field(
         True,
         description="run the inference worker in a child process (true), or in a thread of the server",

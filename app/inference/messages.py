@@ -40,6 +40,8 @@ class WorkerConfig:
     torch_threads: int
     max_batch_size: int
     max_wait_s: float
+    # How long the worker polls for the next task before it sleeps (Settings.worker_spin_ms).
+    spin_s: float = 0.0
     # The version the first worker loaded: a replacement refuses a file that changed since.
     # None for the first.
     version: str | None = None

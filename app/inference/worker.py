@@ -102,15 +102,18 @@ class Worker:
         max_batch_size: int,
         max_wait_s: float,
         max_image_pixels: int = DEFAULT_MAX_PIXELS,
+        spin_s: float = 0.0,
     ) -> None:
-        if max_batch_size < 1 or max_wait_s < 0:
-            raise ValueError("max_batch_size must be at least 1 and max_wait_s at least 0")
+        if max_batch_size < 1 or max_wait_s < 0 or spin_s < 0:
+            raise ValueError("max_batch_size must be at least 1, max_wait_s and spin_s at least 0")
         self.model = model
         ood = model.card.ood
         self.ood_threshold = None if ood is None else ood.threshold
         self.max_image_pixels = max_image_pixels
         self.max_batch_size = max_batch_size
         self.max_wait_s = max_wait_s
+        self.spin_s = spin_s
+        self.spins = 0  # idle waits that the polling ended with a task, not the sleep
         self._pending: deque[_Item] = deque()
         self._open: dict[int, _Open] = {}
         self._out: list[FromWorker] = []
@@ -122,7 +125,7 @@ class Worker:
         with contextlib.suppress(EOFError, OSError):
             while not (self._stopping and not self._pending):
                 if not self._pending:
-                    self._receive(channel, HEARTBEAT_S)
+                    self._await_task(channel)
                 batch = collate(
                     self._pending, lambda: self._receive(channel, 0), self.max_batch_size, self.max_wait_s
                 )
@@ -137,6 +140,22 @@ class Worker:
                 if self._out:
                     channel.send(pickle.dumps(self._out, protocol=pickle.HIGHEST_PROTOCOL))
                     self._out, last_sent = [], now
+
+    def _await_task(self, channel: Channel) -> None:
+        """Wait for the next task: polling for ``spin_s`` first, then asleep.
+
+        A process asleep in poll takes a wake-up and cold caches to answer the next request;
+        one still polling answers it at once. Each poll yields the core, so the event loop
+        and the decoders lose nothing to it when they have work.
+        """
+        if self.spin_s:
+            until = time.monotonic() + self.spin_s
+            while time.monotonic() < until and not self._stopping:
+                if self._receive(channel, 0):
+                    self.spins += 1
+                    return
+                os.sched_yield()
+        self._receive(channel, HEARTBEAT_S)
 
     def _receive(self, channel: Channel, timeout: float) -> bool:
         """Decode the tasks of one frame, if one comes within ``timeout``, into pending images."""
@@ -305,4 +324,6 @@ def run_in_process(config: WorkerConfig, sock: socket.socket) -> None:
     gc.collect()
     gc.freeze()
     channel.send(pickle.dumps([Ready(os.getpid(), model.card)]))
-    Worker(model, config.max_batch_size, config.max_wait_s, config.max_image_pixels).serve(channel)
+    Worker(model, config.max_batch_size, config.max_wait_s, config.max_image_pixels, config.spin_s).serve(
+        channel
+    )

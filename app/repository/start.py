@@ -64,6 +64,7 @@ def worker_config(settings: Settings, path: Path) -> WorkerConfig:
         torch_threads=settings.torch_threads,
         max_batch_size=settings.max_batch_size,
         max_wait_s=settings.max_batch_wait_ms / 1000,
+        spin_s=settings.worker_spin_ms / 1000,
         log_level=settings.log_level,
         log_format=settings.log_format,
     )

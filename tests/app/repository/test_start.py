@@ -1,4 +1,4 @@
-"""Starting a version: where the model is exported, and at what priority."""
+"""Starting a version: where the model is exported, at what priority, and how its worker waits."""
 
 from __future__ import annotations
 
@@ -22,3 +22,11 @@ def test_the_export_yields_the_cpu_to_requests_in_flight(
     start._export(config)
     assert calls == [f"nice {start.EXPORT_NICENESS}", "export"]
     assert start.EXPORT_NICENESS > 0
+
+
+def test_the_worker_polls_as_long_as_the_settings_say(tiny_checkpoint: Path) -> None:
+    settings = Settings(model_path=tiny_checkpoint, device="cpu", worker_spin_ms=5.0)
+    assert start.worker_config(settings, tiny_checkpoint).spin_s == pytest.approx(0.005)
+    assert Settings(model_path=tiny_checkpoint, device="cpu").worker_spin_ms == 2.0
+    with pytest.raises(ValueError):
+        Settings(model_path=tiny_checkpoint, device="cpu", worker_spin_ms=-1.0)
