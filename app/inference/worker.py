@@ -122,14 +122,16 @@ class Worker:
 
     def serve(self, channel: Channel) -> None:
         last_sent = time.monotonic()
+        answered = False  # whether the last turn computed something: an idle worker never polls
         with contextlib.suppress(EOFError, OSError):
             while not (self._stopping and not self._pending):
                 if not self._pending:
-                    self._await_task(channel)
+                    self._await_task(channel, poll=answered)
                 batch = collate(
                     self._pending, lambda: self._receive(channel, 0), self.max_batch_size, self.max_wait_s
                 )
                 self._predict(batch)
+                answered = bool(batch)
                 now = time.monotonic()
                 if self._decoded:
                     self._out.append(PassStats([], [], [], self._decoded))
@@ -141,14 +143,14 @@ class Worker:
                     channel.send(pickle.dumps(self._out, protocol=pickle.HIGHEST_PROTOCOL))
                     self._out, last_sent = [], now
 
-    def _await_task(self, channel: Channel) -> None:
-        """Wait for the next task: polling for ``spin_s`` first, then asleep.
+    def _await_task(self, channel: Channel, poll: bool) -> None:
+        """Wait for the next task: polling for ``spin_s`` first (after an answer), then asleep.
 
         A process asleep in poll takes a wake-up and cold caches to answer the next request;
         one still polling answers it at once. Each poll yields the core, so the event loop
         and the decoders lose nothing to it when they have work.
         """
-        if self.spin_s:
+        if poll and self.spin_s:
             until = time.monotonic() + self.spin_s
             while time.monotonic() < until and not self._stopping:
                 if self._receive(channel, 0):
