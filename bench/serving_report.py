@@ -143,8 +143,8 @@ figure below is from that one run. Raw figures: `{json}`.
 
 - Every server is a subprocess on 127.0.0.1 serving `{model}`:
   - **ours**: `python -m app.serve` (one uvicorn worker) with the default settings
-    (batches of up to 32 images, 2 ms wait, queue of 1,024, one thread, the network run by
-    {runtime}: `FASHION_RUNTIME=auto`'s choice);
+    (batches of up to 32 images, 2 ms wait, queue of 1,024, the worker polling 2 ms after
+    each answer, one thread, the network run by {runtime}: `FASHION_RUNTIME=auto`'s choice);
     **ours --workers 2**: the same with two worker processes. `FASHION_LOG_LEVEL=warning`
     turns off the per-request access log, which no other server here writes either.
     **ours text logs** and **ours JSON logs**: the same with the access log on
