@@ -103,6 +103,16 @@ def test_kubernetes_waits_for_the_pre_stop_pause_and_the_shutdown_grace() -> Non
     assert pod["terminationGracePeriodSeconds"] >= int(pause[1]) + grace + 5
 
 
+def test_kubernetes_scaled_on_cpu_turns_the_worker_polling_off() -> None:
+    manifest = load_manifest()
+    metrics = manifest["HorizontalPodAutoscaler"]["spec"]["metrics"]
+    (container,) = manifest["Deployment"]["spec"]["template"]["spec"]["containers"]
+    env = {e["name"]: e["value"] for e in container["env"]}
+    # Polling between requests is CPU the autoscaler would read as load.
+    if any(m["type"] == "Resource" and m["resource"]["name"] == "cpu" for m in metrics):
+        assert float(env["FASHION_WORKER_SPIN_MS"]) == 0
+
+
 MANIFESTS = sorted((REPO / "deploy").glob("*.yaml"))
 # KServe's kinds are custom resources with no schema in kubernetes-validate: what they hold
 # of Kubernetes' own (the runtime's containers) is validated as a Pod's containers.
