@@ -1,6 +1,7 @@
 """Which process holds the model: only the inference worker. The server process, the
 forkserver and the decoders never load torch, and a worker serving ONNX Runtime does not
-either; a replica holds torch once, in a worker serving torch, or not at all."""
+either; a replica holds torch once, in a worker serving torch, or not at all. A worker in
+a thread (``FASHION_INFERENCE_PROCESS=false``) serves from the server process itself."""
 
 from __future__ import annotations
 
@@ -57,3 +58,14 @@ def test_only_a_worker_serving_torch_loads_torch(tiny_checkpoint: Path, tmp_path
     else:
         assert len(holding) == 1 and holding[0] != server.pid
         assert os.getpid() not in holding
+
+
+@pytest.mark.slow
+def test_a_worker_in_a_thread_serves_from_the_server_process(tiny_checkpoint: Path, tmp_path: Path) -> None:
+    with live_server_process(tiny_checkpoint, tmp_path / "server.log", inference_process="false") as (
+        url,
+        server,
+    ):
+        assert get_json(url + "/health")["status"] == "ok"
+        # No inference process: the server process loaded the model, and torch with it.
+        assert maps_torch(server.pid)
