@@ -120,6 +120,11 @@ class Worker:
         self._decoded: list[float] = []  # seconds each upload took to decode, for the metrics
         self._stopping = False
 
+    @classmethod
+    def from_config(cls, model: ServedModel, config: WorkerConfig) -> Worker:
+        """A worker serving ``model`` with the batching, limits and polling ``config`` says."""
+        return cls(model, config.max_batch_size, config.max_wait_s, config.max_image_pixels, config.spin_s)
+
     def serve(self, channel: Channel) -> None:
         last_sent = time.monotonic()
         answered = False  # whether the last turn computed something: an idle worker never polls
@@ -326,6 +331,4 @@ def run_in_process(config: WorkerConfig, sock: socket.socket) -> None:
     gc.collect()
     gc.freeze()
     channel.send(pickle.dumps([Ready(os.getpid(), model.card)]))
-    Worker(model, config.max_batch_size, config.max_wait_s, config.max_image_pixels, config.spin_s).serve(
-        channel
-    )
+    Worker.from_config(model, config).serve(channel)

@@ -81,8 +81,9 @@ async def worker_host(settings: Settings, path: Path) -> tuple[WorkerHost, Predi
         # In a thread: a live load must not stop the event loop serving the other versions.
         predictor = await asyncio.to_thread(Predictor.from_config, config)
         model = PredictorModel(predictor)
-        options = (config.max_batch_size, config.max_wait_s, config.max_image_pixels)
-        return ThreadHost(lambda: Worker(model, *options)), predictor
+        # A thread never polls: between tasks it would take the GIL from the event loop.
+        in_thread = replace(config, spin_s=0.0)
+        return ThreadHost(lambda: Worker.from_config(model, in_thread)), predictor
     if settings.runtime != "torch":
         exported = await asyncio.to_thread(in_fresh_process, _export, config)
         # auto's fallback (or CUDA) serves with torch: the worker need not try the export again.

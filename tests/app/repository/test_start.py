@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
 
 import app.predictor
+from app.inference.hosts import ThreadHost
 from app.repository import start
 from app.settings import Settings
 
@@ -30,3 +32,10 @@ def test_the_worker_polls_as_long_as_the_settings_say(tiny_checkpoint: Path) -> 
     assert Settings(model_path=tiny_checkpoint, device="cpu").worker_spin_ms == 2.0
     with pytest.raises(ValueError):
         Settings(model_path=tiny_checkpoint, device="cpu", worker_spin_ms=-1.0)
+
+
+def test_a_worker_in_a_thread_never_polls(tiny_checkpoint: Path) -> None:
+    settings = Settings(model_path=tiny_checkpoint, device="cpu", inference_process=False, worker_spin_ms=5.0)
+    host, predictor = asyncio.run(start.worker_host(settings, tiny_checkpoint))
+    assert isinstance(host, ThreadHost) and predictor is not None
+    assert host.worker_factory().spin_s == 0.0
