@@ -41,7 +41,7 @@ class ModelCard:
     temperature: float
     ood: OODCard | None  # None: the checkpoint has no fitted score
     device: str
-    runtime: str  # what runs the network: torch or onnxruntime
+    runtime: str  # what runs the network: torch, openvino or onnxruntime
 
     @property
     def test_accuracy(self) -> float | None:

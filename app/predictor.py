@@ -27,7 +27,7 @@ from app.inference.messages import WorkerConfig
 from app.inference.served_model import Exported
 from app.logs import configure_logging
 from app.prediction import DeviceError, ItemError, Prediction, ScoredClass
-from app.runtime import OnnxRunner, RuntimeName, TorchRunner, probe_batch, select_runner
+from app.runtime import ExportedRunner, RuntimeName, TorchRunner, probe_batch, select_runner
 from models.checkpoint import LoadedModel, load_checkpoint
 from models.errors import CheckpointError, first_line
 from models.export import ServingGraph
@@ -134,7 +134,7 @@ class Predictor:
 
     @property
     def runtime(self) -> str:
-        """What runs the network: torch or onnxruntime."""
+        """What runs the network: torch, openvino or onnxruntime."""
         return self.runner.name
 
     def card(self) -> ModelCard:
@@ -278,19 +278,20 @@ class PredictorModel:
 def export_for_worker(config: WorkerConfig) -> Exported | None:
     """Load and check the checkpoint a worker process will serve, as the worker would.
 
-    With ONNX Runtime chosen, the graph exported for the worker, which then imports no
+    With OpenVINO or ONNX Runtime chosen, the graph exported for the worker, which then imports no
     torch; None when the checkpoint is to be served with torch. Raises CheckpointError or
     DeviceError when it cannot serve. Run in a process of its own (app.repository.start).
     """
     configure_logging(config.log_level, config.log_format)
     predictor = Predictor.from_config(config)
     runner = predictor.runner
-    if not isinstance(runner, OnnxRunner):
+    if not isinstance(runner, ExportedRunner):
         return None
     probe = probe_batch(INPUT_SIZE)
     expected, expected_scores = TorchRunner(predictor.graph)(predictor.normalize(probe))
     return Exported(
         card=predictor.card(),
+        runtime=runner.runtime,
         onnx=runner.model,
         outputs=runner.outputs,
         probe=probe.numpy(),

@@ -1,27 +1,29 @@
 """What executes the served graph: eager PyTorch, or the same graph exported to ONNX and run
-by ONNX Runtime.
+by OpenVINO or ONNX Runtime.
 
-``auto`` takes ONNX Runtime on the CPU when it is installed and its export agrees with
-PyTorch, else PyTorch: a small network at small batches is mostly framework overhead, which
-ONNX Runtime's fused graph does not pay. CUDA always runs PyTorch. An export is checked on a
+``auto`` takes, on the CPU, the first of OpenVINO and ONNX Runtime (the faster first) that is
+installed and whose run of the export agrees with PyTorch, else PyTorch: a small network at
+small batches is mostly framework overhead, which a fused graph does not pay. CUDA always
+runs PyTorch. An export is checked on a
 fixed probe batch before it serves: its probabilities within ``PROBE_TOLERANCE`` of PyTorch's,
 its out-of-distribution scores within the same share of their size.
 """
 
 from __future__ import annotations
 
+import importlib
 import logging
 from typing import Literal, Protocol
 
 import numpy as np
 import torch
 
+from app.inference.served_model import EXPORT_RUNTIMES, ExportRuntime, export_session
 from app.inference.served_model import disagreement as answers_disagree
-from app.inference.served_model import onnx_session
 from models.errors import CheckpointError, first_line
 from models.export import ServingGraph, output_names, to_onnx
 
-RuntimeName = Literal["auto", "torch", "onnxruntime"]
+RuntimeName = Literal["auto", "torch", "openvino", "onnxruntime"]
 
 log = logging.getLogger("app.runtime")
 
@@ -47,17 +49,18 @@ class TorchRunner:
         return probabilities, outputs[1] if len(outputs) > 1 else None
 
 
-class OnnxRunner:
-    name = "onnxruntime"
+class ExportedRunner:
+    """The served graph's ONNX export, run by ``name`` (OpenVINO or ONNX Runtime) on the CPU."""
 
-    def __init__(self, model: bytes, outputs: list[str], threads: int) -> None:
+    def __init__(self, name: ExportRuntime, model: bytes, outputs: list[str], threads: int) -> None:
+        self.name: str = name
+        self.runtime = name
         self.model = model  # what a worker process loads instead (app.inference.served_model)
-        self.session = onnx_session(model, threads)
         self.outputs = outputs
+        self.run = export_session(name, model, outputs, threads)
 
     def __call__(self, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        pixels = batch.detach().float().contiguous().numpy()
-        results = self.session.run(self.outputs, {"input": pixels})  # type: ignore[attr-defined]
+        results = self.run(batch.detach().float().contiguous().numpy())
         probabilities = torch.from_numpy(np.asarray(results[0]))
         return probabilities, torch.from_numpy(np.asarray(results[1])) if len(results) > 1 else None
 
@@ -87,34 +90,46 @@ def disagreement(runner: Runner, reference: Runner, probe: torch.Tensor) -> str 
     )
 
 
+def installed(runtime: ExportRuntime) -> bool:
+    try:
+        importlib.import_module(runtime)
+    except ImportError:
+        return False
+    return True
+
+
 def select_runner(
     name: RuntimeName, graph: ServingGraph, device: torch.device, probe: torch.Tensor
 ) -> Runner:
     """The runner ``name`` asks for, checked against eager PyTorch on ``probe`` (normalised).
 
-    CheckpointError (one line) when an explicit choice cannot serve; ``auto`` falls back to torch.
+    CheckpointError (one line) when an explicit choice cannot serve; ``auto`` tries each
+    runtime of the export in turn, and falls back to torch.
     """
     reference = TorchRunner(graph)
     if name == "torch" or (name == "auto" and device.type != "cpu"):
         return reference
     if device.type != "cpu":
-        raise CheckpointError(f"runtime onnxruntime runs on the CPU here, not {device}; use runtime torch")
-    try:
-        import onnxruntime  # noqa: F401
-    except ImportError:
-        if name == "auto":
-            return reference
-        raise CheckpointError("runtime onnxruntime is not installed (pip install onnxruntime)") from None
-    try:
-        runner: Runner = OnnxRunner(
-            to_onnx(graph, probe.shape[-1]), output_names(graph), max(1, torch.get_num_threads())
-        )
-        problem = disagreement(runner, reference, probe)
-    except Exception as exc:  # an exporter or runtime failure: this network cannot run there
-        problem = f"the export failed ({type(exc).__name__}: {first_line(exc)})"
-    if problem is None:
-        return runner
+        raise CheckpointError(f"runtime {name} runs on the CPU here, not {device}; use runtime torch")
+    onnx: bytes | None = None
+    for runtime in EXPORT_RUNTIMES if name == "auto" else (name,):
+        if not installed(runtime):
+            if name == "auto":
+                continue
+            raise CheckpointError(f"runtime {runtime} is not installed (pip install {runtime})")
+        try:
+            onnx = onnx or to_onnx(graph, probe.shape[-1])
+            runner: Runner = ExportedRunner(
+                runtime, onnx, output_names(graph), max(1, torch.get_num_threads())
+            )
+            problem = disagreement(runner, reference, probe)
+        except Exception as exc:  # an exporter or runtime failure: this network cannot run there
+            problem = f"the export failed ({type(exc).__name__}: {first_line(exc)})"
+        if problem is None:
+            return runner
+        if name != "auto":
+            raise CheckpointError(f"runtime {runtime} refused: {problem}; use runtime torch")
+        log.warning("runtime auto: %s refused: %s", runtime, problem)
     if name == "auto":
-        log.warning("runtime auto: onnxruntime refused, serving with torch: %s", problem)
-        return reference
-    raise CheckpointError(f"runtime onnxruntime refused: {problem}; use runtime torch")
+        log.warning("runtime auto: serving with torch")
+    return reference

@@ -218,7 +218,7 @@ MODEL_INFO_EXAMPLE: dict[str, Any] = {
     "temperature": 0.618,
     "ood": {"method": "mahalanobis+energy", "threshold": 3.24, "validation_flag_rate": 0.03},
     "device": "cpu",
-    "runtime": "onnxruntime",
+    "runtime": "openvino",
 }
 
 
@@ -247,7 +247,9 @@ class ModelInfoResponse(BaseModel):
     )
     ood: OODInfo | None = Field(description="the out-of-distribution score; null when the model has none")
     device: str
-    runtime: str = Field(description="what runs the network: torch, or onnxruntime (FASHION_RUNTIME)")
+    runtime: str = Field(
+        description="what runs the network: torch, openvino or onnxruntime (FASHION_RUNTIME)"
+    )
 
     model_config = _example(MODEL_INFO_EXAMPLE)
 

@@ -131,12 +131,14 @@ class Settings(BaseSettings):
     decode_memory_mb: int = Field(
         256, ge=64, le=65536, description="memory one decoding process may add while decoding; beyond it, 400"
     )
-    # auto: ONNX Runtime on the CPU, measured faster per image than eager torch at every batch
-    # size the worker runs (docs/BENCHMARKS.md); torch stays the reference it is checked against.
-    runtime: Literal["auto", "torch", "onnxruntime"] = Field(
+    # auto: OpenVINO, else ONNX Runtime, on the CPU: measured faster per image than eager torch
+    # at every batch size the worker runs, OpenVINO the faster (docs/BENCHMARKS.md); torch stays
+    # the reference each is checked against.
+    runtime: Literal["auto", "torch", "openvino", "onnxruntime"] = Field(
         "auto",
-        description="what runs the network: auto (onnxruntime on the CPU when installed and its export "
-        "agrees with torch, else torch), torch, or onnxruntime",
+        description="what runs the network: auto (on the CPU, the first of openvino and onnxruntime "
+        "that is installed and whose run of the export agrees with torch, else torch), torch, "
+        "openvino, or onnxruntime",
     )
     # One: the model is sized for one thread, and a second would take the core the event
     # loop and the decoding need. Measured on 2 cores, torch's default (one per core) made
@@ -145,7 +147,7 @@ class Settings(BaseSettings):
         1,
         ge=0,
         le=256,
-        description="CPU threads per forward pass, torch's or ONNX Runtime's; "
+        description="CPU threads per forward pass, whichever runtime runs it; "
         "0 for torch's default (one per core)",
     )
     log_level: Literal["debug", "info", "warning", "error", "critical"] = Field(

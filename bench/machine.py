@@ -26,6 +26,7 @@ def machine_info() -> dict[str, Any]:
     versions = {}
     for package in (
         "torch",
+        "openvino",
         "onnxruntime",
         "fastapi",
         "starlette",
@@ -82,7 +83,7 @@ def offline_speed(model_path: str) -> dict[str, Any]:
     }
     for threads in (1, os.cpu_count() or 1):
         torch.set_num_threads(threads)
-        for runtime in ("torch", "onnxruntime"):
+        for runtime in ("torch", "openvino", "onnxruntime"):
             try:
                 predictor = Predictor.load(model_path, device="cpu", runtime=runtime)
             except Exception as exc:  # not installed, or refused: the report says so

@@ -133,7 +133,8 @@ figure below is from that one run. Raw figures: `{json}`.
 ## Machine
 
 - {cpu}, {cores} cores, {memory_gib} GiB of memory; {platform}
-- Python {python}, torch {torch}, ONNX Runtime {onnxruntime}, FastAPI {fastapi}, Starlette {starlette},
+- Python {python}, torch {torch}, OpenVINO {openvino}, ONNX Runtime {onnxruntime}, FastAPI {fastapi},
+  Starlette {starlette},
   uvicorn {uvicorn} ({loop} event loop, {http} HTTP parser, for every server alike),
   LitServe {litserve}, Pillow {pillow}, python-multipart {multipart}
 - Load generator: {wrk}, one thread, in its own process; load average when the run
@@ -195,6 +196,7 @@ def write_report(
         platform=machine["platform"],
         python=machine["python"],
         torch=v["torch"],
+        openvino=v.get("openvino", "absent"),
         onnxruntime=v.get("onnxruntime", "absent"),
         runtime=offline.get("served_runtime", "torch"),
         fastapi=v["fastapi"],

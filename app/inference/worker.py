@@ -51,7 +51,7 @@ from app.inference.messages import (
     Timings,
     WorkerConfig,
 )
-from app.inference.served_model import OnnxModel, ServedModel, unit_pixels
+from app.inference.served_model import ExportedModel, ServedModel, unit_pixels
 from app.logs import configure_logging
 from models.images import DEFAULT_MAX_PIXELS, INPUT_SIZE, ImageError, Steps, decode_upload
 
@@ -300,9 +300,9 @@ def run_in_thread(worker: Worker, sock: socket.socket) -> None:
 
 
 def load_model(config: WorkerConfig) -> ServedModel:
-    """The graph the server exported, in ONNX Runtime; else the checkpoint, loaded with torch."""
+    """The graph the server exported, in the runtime it chose; else the checkpoint, loaded with torch."""
     if config.exported is not None:
-        return OnnxModel(config.exported, config.torch_threads)
+        return ExportedModel(config.exported, config.torch_threads)
     import torch  # only a worker that serves with torch imports it
 
     from app.predictor import Predictor, PredictorModel

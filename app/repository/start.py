@@ -87,7 +87,7 @@ async def worker_host(settings: Settings, path: Path) -> tuple[WorkerHost, Predi
     if settings.runtime != "torch":
         exported = await asyncio.to_thread(in_fresh_process, _export, config)
         # auto's fallback (or CUDA) serves with torch: the worker need not try the export again.
-        config = replace(config, exported=exported, runtime="onnxruntime" if exported else "torch")
+        config = replace(config, exported=exported, runtime=exported.runtime if exported else "torch")
     return ProcessHost(config), None
 
 

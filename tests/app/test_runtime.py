@@ -1,4 +1,5 @@
-"""The runtime that executes the served graph: ONNX Runtime agrees with PyTorch, or is refused."""
+"""The runtime that executes the served graph: OpenVINO and ONNX Runtime agree with PyTorch,
+or are refused."""
 
 from __future__ import annotations
 
@@ -10,14 +11,16 @@ import pytest
 import torch
 from fastapi.testclient import TestClient
 
-from app.inference.served_model import PROBE_TOLERANCE
+from app.inference.served_model import PROBE_TOLERANCE, openvino_compiled
 from app.main import create_app
 from app.predictor import Predictor
-from app.runtime import OnnxRunner, probe_batch
+from app.runtime import ExportedRunner, probe_batch
 from app.settings import Settings, SettingsError, load_settings
 from models.errors import CheckpointError
 from tests.app.conftest import SHIPPED_MODEL
 from tests.app.images import png_bytes
+
+EXPORTS = ["openvino", "onnxruntime"]
 
 
 def random_pixels(n: int, seed: int = 0) -> torch.Tensor:
@@ -25,11 +28,12 @@ def random_pixels(n: int, seed: int = 0) -> torch.Tensor:
     return torch.randint(0, 256, (n, 1, 28, 28), dtype=torch.uint8, generator=generator)
 
 
+@pytest.mark.parametrize("runtime", EXPORTS)
 @pytest.mark.parametrize("n", [1, 5, 33])
-def test_onnxruntime_gives_torchs_probabilities_and_scores_at_any_batch_size(n: int) -> None:
+def test_an_export_gives_torchs_probabilities_and_scores_at_any_batch_size(runtime: str, n: int) -> None:
     reference = Predictor.load(SHIPPED_MODEL, device="cpu", runtime="torch")
-    exported = Predictor.load(SHIPPED_MODEL, device="cpu", runtime="onnxruntime")
-    assert (reference.runtime, exported.runtime) == ("torch", "onnxruntime")
+    exported = Predictor.load(SHIPPED_MODEL, device="cpu", runtime=runtime)  # type: ignore[arg-type]
+    assert (reference.runtime, exported.runtime) == ("torch", runtime)
     assert exported.flip_average and exported.ood is not None  # the whole graph is exported
     batch = random_pixels(n, seed=n)
     probabilities, scores = exported.predict_scored(batch)
@@ -40,63 +44,105 @@ def test_onnxruntime_gives_torchs_probabilities_and_scores_at_any_batch_size(n: 
     assert torch.allclose(scores, expected_scores, rtol=PROBE_TOLERANCE, atol=PROBE_TOLERANCE)
 
 
-def test_onnxruntime_serves_a_checkpoint_without_a_score_and_without_mirror_averaging(
-    tiny_checkpoint: Path,
+@pytest.mark.parametrize("runtime", EXPORTS)
+def test_an_export_serves_a_checkpoint_without_a_score_and_without_mirror_averaging(
+    tiny_checkpoint: Path, runtime: str
 ) -> None:
     for flip in (False, True):
         reference = Predictor.load(tiny_checkpoint, device="cpu", flip_average=flip, runtime="torch")
-        exported = Predictor.load(tiny_checkpoint, device="cpu", flip_average=flip, runtime="onnxruntime")
+        exported = Predictor.load(tiny_checkpoint, device="cpu", flip_average=flip, runtime=runtime)  # type: ignore[arg-type]
         batch = random_pixels(4)
         probabilities, scores = exported.predict_scored(batch)
         assert scores is None and reference.ood is None
         assert torch.allclose(probabilities, reference.predict(batch), rtol=0, atol=PROBE_TOLERANCE)
 
 
-def test_auto_takes_onnxruntime_on_the_cpu() -> None:
+def test_openvino_computes_in_float32_on_its_own_threads_unpinned() -> None:
+    import openvino
+
+    exported = Predictor.load(SHIPPED_MODEL, device="cpu", runtime="openvino")
+    assert isinstance(exported.runner, ExportedRunner)
+    # Where the CPU has bfloat16 units (AMX, AVX-512 BF16) OpenVINO's default is bfloat16,
+    # whose answers are up to 3e-2 from torch's: the probe check would refuse it.
+    compiled = openvino_compiled(exported.runner.model, 1)
+    assert compiled.get_property("INFERENCE_PRECISION_HINT") == openvino.Type.f32  # type: ignore[attr-defined]
+    assert compiled.get_property("INFERENCE_NUM_THREADS") == 1  # type: ignore[attr-defined]
+    assert compiled.get_property("ENABLE_CPU_PINNING") is False  # type: ignore[attr-defined]
+
+
+def test_auto_takes_openvino_on_the_cpu_else_onnxruntime_else_torch(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert Predictor.load(SHIPPED_MODEL, device="cpu", runtime="auto").runtime == "openvino"
+    monkeypatch.setitem(sys.modules, "openvino", None)  # import openvino raises ImportError
     assert Predictor.load(SHIPPED_MODEL, device="cpu", runtime="auto").runtime == "onnxruntime"
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)
+    assert Predictor.load(SHIPPED_MODEL, device="cpu", runtime="auto").runtime == "torch"
 
 
+@pytest.mark.parametrize("runtime", EXPORTS)
 def test_an_export_that_disagrees_is_refused_in_one_line_or_auto_falls_back_to_torch(
-    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, runtime: str
 ) -> None:
-    honest = OnnxRunner.__call__
+    honest = ExportedRunner.__call__
 
-    def off_by_a_little(self: OnnxRunner, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def off_by_a_little(
+        self: ExportedRunner, batch: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         probabilities, scores = honest(self, batch)
         return probabilities + 1e-4, scores
 
-    monkeypatch.setattr(OnnxRunner, "__call__", off_by_a_little)
+    monkeypatch.setattr(ExportedRunner, "__call__", off_by_a_little)
     with pytest.raises(CheckpointError) as refused:
-        Predictor.load(SHIPPED_MODEL, device="cpu", runtime="onnxruntime")
+        Predictor.load(SHIPPED_MODEL, device="cpu", runtime=runtime)  # type: ignore[arg-type]
     message = str(refused.value)
     assert "\n" not in message
-    assert message.startswith("runtime onnxruntime refused: probabilities differ from torch's")
+    assert message.startswith(f"runtime {runtime} refused: probabilities differ from torch's")
     assert "by up to 1.0e-04 (limit 1e-05); use runtime torch" in message
     with caplog.at_level(logging.WARNING, logger="app.runtime"):
         assert Predictor.load(SHIPPED_MODEL, device="cpu", runtime="auto").runtime == "torch"
+    assert "openvino refused" in caplog.text and "onnxruntime refused" in caplog.text
     assert "serving with torch" in caplog.text
 
 
-def test_scores_that_disagree_are_refused(monkeypatch: pytest.MonkeyPatch) -> None:
-    honest = OnnxRunner.__call__
+def test_auto_passes_over_an_export_runtime_that_disagrees_to_the_next(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    honest = ExportedRunner.__call__
 
-    def shifted(self: OnnxRunner, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def openvino_off(self: ExportedRunner, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        probabilities, scores = honest(self, batch)
+        return (probabilities + 1e-3 if self.name == "openvino" else probabilities), scores
+
+    monkeypatch.setattr(ExportedRunner, "__call__", openvino_off)
+    with caplog.at_level(logging.WARNING, logger="app.runtime"):
+        assert Predictor.load(SHIPPED_MODEL, device="cpu", runtime="auto").runtime == "onnxruntime"
+    assert "runtime auto: openvino refused: probabilities differ" in caplog.text
+
+
+def test_scores_that_disagree_are_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    honest = ExportedRunner.__call__
+
+    def shifted(self: ExportedRunner, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         probabilities, scores = honest(self, batch)
         assert scores is not None
         return probabilities, scores * 1.001
 
-    monkeypatch.setattr(OnnxRunner, "__call__", shifted)
-    with pytest.raises(CheckpointError, match="out-of-distribution scores differ"):
-        Predictor.load(SHIPPED_MODEL, device="cpu", runtime="onnxruntime")
+    monkeypatch.setattr(ExportedRunner, "__call__", shifted)
+    for runtime in EXPORTS:
+        with pytest.raises(
+            CheckpointError, match=f"runtime {runtime} refused: out-of-distribution scores differ"
+        ):
+            Predictor.load(SHIPPED_MODEL, device="cpu", runtime=runtime)  # type: ignore[arg-type]
 
 
-def test_without_onnxruntime_installed_auto_runs_torch_and_an_explicit_choice_says_how_to_fix_it(
-    monkeypatch: pytest.MonkeyPatch,
+@pytest.mark.parametrize("runtime", EXPORTS)
+def test_a_runtime_not_installed_says_how_to_install_it(
+    monkeypatch: pytest.MonkeyPatch, runtime: str
 ) -> None:
-    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # import onnxruntime raises ImportError
-    assert Predictor.load(SHIPPED_MODEL, device="cpu", runtime="auto").runtime == "torch"
-    with pytest.raises(CheckpointError, match=r"not installed \(pip install onnxruntime\)"):
-        Predictor.load(SHIPPED_MODEL, device="cpu", runtime="onnxruntime")
+    monkeypatch.setitem(sys.modules, runtime, None)  # import raises ImportError
+    with pytest.raises(
+        CheckpointError, match=rf"runtime {runtime} is not installed \(pip install {runtime}\)"
+    ):
+        Predictor.load(SHIPPED_MODEL, device="cpu", runtime=runtime)  # type: ignore[arg-type]
 
 
 def test_the_probe_batch_is_fixed_and_covers_blank_saturated_shapes_and_noise() -> None:
@@ -108,16 +154,17 @@ def test_the_probe_batch_is_fixed_and_covers_blank_saturated_shapes_and_noise() 
 
 
 def test_the_worker_runs_the_setting_and_model_reports_it(tiny_checkpoint: Path) -> None:
-    for runtime in ("torch", "onnxruntime"):
-        settings = Settings(model_path=tiny_checkpoint, device="cpu", runtime=runtime)
+    for runtime in ("torch", "openvino", "onnxruntime"):
+        settings = Settings(model_path=tiny_checkpoint, device="cpu", runtime=runtime)  # type: ignore[arg-type]
         app = create_app(settings)
         with TestClient(app) as client:
             assert client.get("/model").json()["runtime"] == runtime
             served = app.state.service.repository.newest()
             assert served.predictor is None  # the server process holds no model
             config = served.engine.supervisor.host.config
-            # onnxruntime: the graph exported at start-up, which the worker runs without torch.
-            assert (config.runtime, config.exported is not None) == (runtime, runtime == "onnxruntime")
+            # An export: the graph exported at start-up, which the worker runs without torch.
+            assert (config.runtime, config.exported is not None) == (runtime, runtime != "torch")
+            assert config.exported is None or config.exported.runtime == runtime
 
 
 def test_auto_serves_with_torch_where_the_export_is_refused(

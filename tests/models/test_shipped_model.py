@@ -32,7 +32,7 @@ def test_the_shipped_model_is_small_and_complete() -> None:
         assert (SHIPPED.parent / companion).is_file(), companion
 
 
-@pytest.mark.parametrize("runtime", ["torch", "onnxruntime"])
+@pytest.mark.parametrize("runtime", ["torch", "openvino", "onnxruntime"])
 def test_the_shipped_model_reaches_its_recorded_accuracy_on_the_real_test_set(
     runtime: str, real_data_dir: Path, tmp_path: Path
 ) -> None:
@@ -48,7 +48,10 @@ def test_the_shipped_model_reaches_its_recorded_accuracy_on_the_real_test_set(
     assert predictor.runtime == runtime
     probabilities = torch.cat([predictor.predict(batch.unsqueeze(1)) for batch in images.split(1000)])
     served = (probabilities.argmax(1) == labels).float().mean().item()
-    assert served == pytest.approx(figures["accuracy"], abs=0.0005)
+    print(f"shipped model, served with {runtime}: test accuracy {served:.4f}")
+    # Unchanged, to within one image of 10,000: a runtime that computes in less precision
+    # (bfloat16 measured 94.07% against 94.12%) fails here.
+    assert served == pytest.approx(figures["accuracy"], abs=1.5e-4)
 
 
 def test_the_shipped_model_is_calibrated_and_flags_few_test_images(

@@ -350,12 +350,13 @@ def test_a_replacement_worker_on_torch_refuses_a_model_file_replaced_since_start
         assert client.get("/health").status_code == 503
 
 
-def test_a_replacement_worker_on_onnxruntime_serves_the_graph_exported_at_start_up(
-    tiny_checkpoint: Path, trained_checkpoint: Path, tmp_path: Path
+@pytest.mark.parametrize("runtime", ["openvino", "onnxruntime"])
+def test_a_replacement_worker_on_an_export_serves_the_graph_exported_at_start_up(
+    tiny_checkpoint: Path, trained_checkpoint: Path, tmp_path: Path, runtime: str
 ) -> None:
     model = tmp_path / "model.pth"
     shutil.copy(tiny_checkpoint, model)
-    settings = Settings(model_path=model, device="cpu", runtime="onnxruntime")
+    settings = Settings(model_path=model, device="cpu", runtime=runtime)  # type: ignore[arg-type]
     with TestClient(create_app(settings)) as client:
         served = client.get("/model").json()
         engine = client.app.state.service.engine  # type: ignore[attr-defined]
@@ -364,7 +365,7 @@ def test_a_replacement_worker_on_onnxruntime_serves_the_graph_exported_at_start_
         os.kill(first, signal.SIGKILL)
         wait_for(lambda: engine.pid not in (None, first) and engine.ready)
         again = client.get("/model").json()
-        assert (again["sha256"], again["runtime"]) == (served["sha256"], "onnxruntime")
+        assert (again["sha256"], again["runtime"]) == (served["sha256"], runtime)
         assert client.post("/predict", files=upload(png_bytes())).status_code == 200
 
 
