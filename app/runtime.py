@@ -11,14 +11,13 @@ its out-of-distribution scores within the same share of their size.
 
 from __future__ import annotations
 
-import importlib
 import logging
 from typing import Literal, Protocol
 
 import numpy as np
 import torch
 
-from app.inference.served_model import EXPORT_RUNTIMES, ExportRuntime, export_session
+from app.inference.served_model import EXPORT_RUNTIMES, ExportRuntime, export_session, import_runtime
 from app.inference.served_model import disagreement as answers_disagree
 from models.errors import CheckpointError, first_line
 from models.export import ServingGraph, output_names, to_onnx
@@ -92,7 +91,7 @@ def disagreement(runner: Runner, reference: Runner, probe: torch.Tensor) -> str 
 
 def installed(runtime: ExportRuntime) -> bool:
     try:
-        importlib.import_module(runtime)
+        import_runtime(runtime)
     except ImportError:
         return False
     return True

@@ -11,11 +11,13 @@ sent those; the model normalises them with its checkpoint's statistics.
 
 from __future__ import annotations
 
+import importlib
 import os
+import sys
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 import numpy as np
 
@@ -76,9 +78,24 @@ def disagreement(
     return None
 
 
+def import_runtime(name: ExportRuntime) -> Any:
+    """The runtime's module; ImportError when it is not installed.
+
+    OpenVINO without its model-conversion tools, which the server never uses (it reads the
+    ONNX export): importing them sends a telemetry event and writes a client id under $HOME.
+    """
+    if name == "openvino" and "openvino" not in sys.modules:
+        sys.modules["openvino.tools.ovc"] = None  # type: ignore[assignment]  # its import fails, and is skipped
+        try:
+            return importlib.import_module(name)
+        finally:
+            del sys.modules["openvino.tools.ovc"]
+    return importlib.import_module(name)
+
+
 def onnx_session(model: bytes, threads: int) -> object:
     """An ONNX Runtime session on the CPU with ``threads`` threads for each pass."""
-    import onnxruntime
+    onnxruntime = import_runtime("onnxruntime")
 
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads = threads
@@ -92,7 +109,7 @@ def onnx_session(model: bytes, threads: int) -> object:
 
 def openvino_compiled(model: bytes, threads: int) -> object:
     """The ONNX model compiled by OpenVINO for the CPU, ``threads`` threads for each pass."""
-    import openvino
+    openvino = import_runtime("openvino")
 
     core = openvino.Core()
     config = {
@@ -113,8 +130,7 @@ def export_session(runtime: ExportRuntime, model: bytes, outputs: list[str], thr
     if runtime == "onnxruntime":
         session = onnx_session(model, threads)
         return lambda x: session.run(outputs, {"input": x})  # type: ignore[attr-defined]
-    import openvino
-
+    openvino = import_runtime("openvino")
     compiled = openvino_compiled(model, threads)
     request = compiled.create_infer_request()  # type: ignore[attr-defined]
     ports = [next(i for i, port in enumerate(compiled.outputs) if name in port.names) for name in outputs]  # type: ignore[attr-defined]

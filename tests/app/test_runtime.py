@@ -4,6 +4,8 @@ or are refused."""
 from __future__ import annotations
 
 import logging
+import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -11,7 +13,7 @@ import pytest
 import torch
 from fastapi.testclient import TestClient
 
-from app.inference.served_model import PROBE_TOLERANCE, openvino_compiled
+from app.inference.served_model import PROBE_TOLERANCE, import_runtime, openvino_compiled
 from app.main import create_app
 from app.predictor import Predictor
 from app.runtime import ExportedRunner, probe_batch
@@ -58,8 +60,7 @@ def test_an_export_serves_a_checkpoint_without_a_score_and_without_mirror_averag
 
 
 def test_openvino_computes_in_float32_on_its_own_threads_unpinned() -> None:
-    import openvino
-
+    openvino = import_runtime("openvino")
     exported = Predictor.load(SHIPPED_MODEL, device="cpu", runtime="openvino")
     assert isinstance(exported.runner, ExportedRunner)
     # Where the CPU has bfloat16 units (AMX, AVX-512 BF16) OpenVINO's default is bfloat16,
@@ -68,6 +69,26 @@ def test_openvino_computes_in_float32_on_its_own_threads_unpinned() -> None:
     assert compiled.get_property("INFERENCE_PRECISION_HINT") == openvino.Type.f32  # type: ignore[attr-defined]
     assert compiled.get_property("INFERENCE_NUM_THREADS") == 1  # type: ignore[attr-defined]
     assert compiled.get_property("ENABLE_CPU_PINNING") is False  # type: ignore[attr-defined]
+
+
+def test_serving_with_openvino_sends_no_telemetry_and_writes_nothing_home(tmp_path: Path) -> None:
+    # A fresh interpreter: this one may have imported OpenVINO already.
+    home = tmp_path / "home"
+    home.mkdir()
+    script = (
+        "import sys; from app.predictor import Predictor; "
+        f"p = Predictor.load({str(SHIPPED_MODEL)!r}, device='cpu', runtime='auto'); "
+        "print(p.runtime, sorted(m for m in sys.modules if 'telemetry' in m or 'ovc' in m))"
+    )
+    env = {**os.environ, "HOME": str(home)}
+    env.pop("CI", None)  # OpenVINO's telemetry stays quiet in CI
+    done = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    # Importing OpenVINO's conversion tools would send an event and write ~/intel/openvino_ga_cid.
+    assert done.stdout.split() == ["openvino", "[]"]
+    assert list(home.rglob("*")) == []
 
 
 def test_auto_takes_openvino_on_the_cpu_else_onnxruntime_else_torch(monkeypatch: pytest.MonkeyPatch) -> None:
