@@ -291,7 +291,7 @@ def export_for_worker(config: WorkerConfig) -> Exported | None:
     expected, expected_scores = TorchRunner(predictor.graph)(predictor.normalize(probe))
     return Exported(
         card=predictor.card(),
-        runtime=runner.runtime,
+        runtime=runner.name,
         onnx=runner.model,
         outputs=runner.outputs,
         probe=probe.numpy(),

@@ -28,7 +28,10 @@ log = logging.getLogger("app.runtime")
 
 
 class Runner(Protocol):
-    name: str
+    @property
+    def name(self) -> str:
+        """What runs the network: torch, openvino or onnxruntime."""
+        ...
 
     def __call__(self, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """N x 1 x H x W normalised images to N x classes probabilities and N scores (or None), on the CPU."""
@@ -52,8 +55,7 @@ class ExportedRunner:
     """The served graph's ONNX export, run by ``name`` (OpenVINO or ONNX Runtime) on the CPU."""
 
     def __init__(self, name: ExportRuntime, model: bytes, outputs: list[str], threads: int) -> None:
-        self.name: str = name
-        self.runtime = name
+        self.name = name
         self.model = model  # what a worker process loads instead (app.inference.served_model)
         self.outputs = outputs
         self.run = export_session(name, model, outputs, threads)

@@ -66,6 +66,7 @@ def offline_speed(model_path: str) -> dict[str, Any]:
     """
     import torch
 
+    from app.inference.served_model import EXPORT_RUNTIMES
     from app.predictor import Predictor
     from bench.model_speed import conv_macs, measure
     from models.checkpoint import load_checkpoint
@@ -83,7 +84,7 @@ def offline_speed(model_path: str) -> dict[str, Any]:
     }
     for threads in (1, os.cpu_count() or 1):
         torch.set_num_threads(threads)
-        for runtime in ("torch", "openvino", "onnxruntime"):
+        for runtime in ("torch", *EXPORT_RUNTIMES):
             try:
                 predictor = Predictor.load(model_path, device="cpu", runtime=runtime)
             except Exception as exc:  # not installed, or refused: the report says so

@@ -22,6 +22,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from app.inference.served_model import EXPORT_RUNTIMES
 from app.predictor import Predictor
 from models.checkpoint import load_checkpoint
 from models.errors import CheckpointError
@@ -130,16 +131,21 @@ def main() -> None:
         folded = prepare_for_inference(load_checkpoint(args.model).model, temperature)
         scored = ServingGraph(folded, loaded.flip_average, loaded.ood, temperature)
         variants[name] = (scored, True)
-    served_runtime = Predictor.load(args.model, device="cpu", runtime="auto").runtime
-    for runtime, label in (("openvino", "OpenVINO"), ("onnxruntime", "ONNX Runtime")):
+    served_runtime = None  # auto's choice: the first of these, in this order, that serves
+    labels = {"openvino": "OpenVINO", "onnxruntime": "ONNX Runtime"}
+    for runtime in EXPORT_RUNTIMES:
         try:
             exported = Predictor.load(args.model, device="cpu", runtime=runtime)  # type: ignore[arg-type]
         except CheckpointError as exc:  # not installed, or its export refused: said, not timed
             print(f"{runtime}: {exc}")
             continue
-        # The whole served graph, one call; FASHION_RUNTIME=auto runs the first that serves.
+        served_runtime = served_runtime or runtime
+        # The whole served graph, one call.
         served = " (what auto serves)" if runtime == served_runtime else ""
-        variants[f"{loaded.arch}, the served graph exported, in {label}{served}"] = (exported.runner, False)
+        variants[f"{loaded.arch}, the served graph exported, in {labels[runtime]}{served}"] = (
+            exported.runner,
+            False,
+        )
     print(f"machine: {platform.processor() or platform.machine()}, torch {torch.__version__}, 1 thread")
     macs = conv_macs(loaded.model) / 1e6
     print(f"{loaded.path}: {count_parameters(loaded.model)} parameters, {macs:.1f}M multiply-adds per image")
